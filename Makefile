@@ -1,0 +1,38 @@
+# Two commands do all their own setup on a fresh machine with Python 3.11+:
+#   make demo   -- the deployment demo on the embedded SQLite default
+#   make test   -- the whole test suite (server-backed tests skip with a reason when no server)
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: demo test lint typecheck bench soak clean diagrams
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[dev,sql,redis]'
+	touch $(STAMP)
+
+demo: $(STAMP)
+	$(BIN)/stepkernel demo
+
+test: $(STAMP)
+	$(BIN)/ruff check src tests benchmarks docs
+	$(BIN)/mypy
+	$(BIN)/pytest -q
+
+lint: $(STAMP)
+	$(BIN)/ruff check src tests benchmarks docs
+
+typecheck: $(STAMP)
+	$(BIN)/mypy
+
+bench: $(STAMP)
+	$(BIN)/python benchmarks/run.py --write docs/benchmarks.md
+
+diagrams: $(STAMP)
+	$(BIN)/python docs/make_diagrams.py
+
+clean:
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis build dist

@@ -1,0 +1,161 @@
+"""The SQL schema of :class:`~stepkernel.adapters.sql.store.SqlWorkflowStore`.
+
+Three tables, all prefixed ``sk_``; portable SQL (SQLite, PostgreSQL, MySQL/MariaDB):
+bounded ``VARCHAR`` keys, ``TEXT`` payloads, ``DOUBLE`` timestamps, no dialect features.
+
+``sk_records``
+    One row per record, primary key ``(kind, key)``.  ``data`` is the domain's
+    :func:`~stepkernel.domain.encoding.encode_record` text (the only source a record is
+    rebuilt from); ``version`` mirrors the record's version for optimistic checks.  For
+    actions the columns ``root_id``, ``status``, ``actor_type``, ``actor_key``, ``name`` and
+    ``created_at`` are copies of record fields, indexed for
+    :meth:`~stepkernel.ports.store.WorkflowStore.find_actions`; they are ``NULL`` for
+    lanes and achievements.
+
+``sk_messages``
+    One row per queued message, primary key ``id``.  ``data`` holds every message field as
+    JSON.  ``owner``/``lease_until`` describe the current lease (``NULL``/``0`` when none),
+    ``deliveries`` counts leases granted.  ``due`` is ``available_at`` when not leased and
+    ``lease_until`` when leased: the moment the row becomes leasable, so leasing and
+    ``next_due`` are one indexed range scan on ``due``.
+
+``sk_meta``
+    Key/value pairs; ``schema_version`` records :data:`SCHEMA_VERSION`.
+"""
+
+from __future__ import annotations
+
+from sqlalchemy import (
+    Column,
+    Double,
+    Engine,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    Text,
+    exc,
+    select,
+)
+
+from stepkernel.domain.errors import StoreError, StoreUnavailableError
+
+SCHEMA_VERSION = 1
+"""The schema version this code reads and writes (stored in ``sk_meta``)."""
+
+KEY_LENGTH = 255
+"""Longest record key (action ids, lane and checksum keys) the columns hold."""
+
+MESSAGE_ID_LENGTH = 400
+"""Longest message id (ids embed action ids plus a kind prefix and suffix)."""
+
+SCHEMA_VERSION_KEY = "schema_version"
+
+metadata = MetaData()
+
+records = Table(
+    "sk_records",
+    metadata,
+    Column("kind", String(32), primary_key=True),
+    Column("key", String(KEY_LENGTH), primary_key=True),
+    Column("version", Integer, nullable=False),
+    Column("data", Text, nullable=False),
+    Column("root_id", String(KEY_LENGTH), nullable=True),
+    Column("status", String(32), nullable=True),
+    Column("actor_type", String(KEY_LENGTH), nullable=True),
+    Column("actor_key", String(KEY_LENGTH), nullable=True),
+    Column("name", String(KEY_LENGTH), nullable=True),
+    Column("created_at", Double, nullable=True),
+    Index("ix_sk_records_root", "root_id", "created_at"),
+    Index("ix_sk_records_status", "status", "created_at"),
+    Index("ix_sk_records_actor", "actor_type", "actor_key"),
+    Index("ix_sk_records_name", "name"),
+    Index("ix_sk_records_created", "kind", "created_at", "key"),
+)
+
+messages = Table(
+    "sk_messages",
+    metadata,
+    Column("id", String(MESSAGE_ID_LENGTH), primary_key=True),
+    Column("kind", String(32), nullable=False),
+    Column("action_id", String(KEY_LENGTH), nullable=False),
+    Column("data", Text, nullable=False),
+    Column("available_at", Double, nullable=False),
+    Column("owner", String(KEY_LENGTH), nullable=True),
+    Column("lease_until", Double, nullable=False),
+    Column("deliveries", Integer, nullable=False),
+    Column("due", Double, nullable=False),
+    Index("ix_sk_messages_available_at", "available_at"),
+    Index("ix_sk_messages_due", "due"),
+    Index("ix_sk_messages_action", "action_id"),
+)
+
+meta = Table(
+    "sk_meta",
+    metadata,
+    Column("key", String(64), primary_key=True),
+    Column("value", String(255), nullable=False),
+)
+
+
+def create_schema(engine: Engine) -> None:
+    """Create the ``sk_`` tables if missing and record or check the schema version.
+
+    Safe to call from several processes at once and on every start.  Raises
+    :class:`StoreError` when the database holds a schema version other than
+    :data:`SCHEMA_VERSION` (a newer one was written by a newer stepkernel; an older or
+    unreadable one cannot be migrated by this version), and
+    :class:`StoreUnavailableError` when the database fails.
+    """
+    try:
+        _create_tables(engine)
+        stored = _stored_version(engine)
+    except exc.SQLAlchemyError as error:
+        raise StoreUnavailableError(
+            f"cannot create the stepkernel schema: {error}", operation="create_schema"
+        ) from error
+    if stored != SCHEMA_VERSION:
+        raise StoreError(
+            f"database schema version {stored} does not match this stepkernel's "
+            f"{SCHEMA_VERSION}"
+            + (" (upgrade stepkernel)" if stored > SCHEMA_VERSION else ""),
+            stored_version=stored,
+            code_version=SCHEMA_VERSION,
+        )
+
+
+def _create_tables(engine: Engine) -> None:
+    try:
+        metadata.create_all(engine, checkfirst=True)
+    except exc.DBAPIError:
+        # Another process created the tables between the check and the CREATE: the
+        # second attempt finds them all and creates nothing.
+        metadata.create_all(engine, checkfirst=True)
+
+
+def _stored_version(engine: Engine) -> int:
+    """The stored schema version, writing :data:`SCHEMA_VERSION` when there is none."""
+    query = select(meta.c.value).where(meta.c.key == SCHEMA_VERSION_KEY)
+    for _attempt in range(2):
+        try:
+            with engine.begin() as conn:
+                value = conn.execute(query).scalar_one_or_none()
+                if value is None:
+                    conn.execute(
+                        meta.insert().values(key=SCHEMA_VERSION_KEY, value=str(SCHEMA_VERSION))
+                    )
+                    return SCHEMA_VERSION
+        except exc.IntegrityError:
+            continue  # another process wrote it first (rolled back): read theirs
+        try:
+            return int(value)
+        except ValueError:
+            raise StoreError(
+                f"unreadable schema version {value!r} in sk_meta",
+                stored_version=value,
+                code_version=SCHEMA_VERSION,
+            ) from None
+    raise StoreUnavailableError(
+        "schema version vanished while being written", operation="create_schema"
+    )

@@ -1,0 +1,184 @@
+"""Events: facts the runtime feeds to :func:`stepkernel.domain.kernel.decide`.
+
+Events are past tense and carry everything the kernel needs: user code has already run
+(outside any transaction) and its outcome is recorded here.  Each event has a
+deterministic ``event_id`` that ends up in the digest chain of the records it changes.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from attrs import field, frozen
+
+from stepkernel.domain.messages import Message
+from stepkernel.domain.records import Dependent, ErrorInfo
+from stepkernel.domain.status import ActionStatus
+
+
+def _tuple(value: Any) -> tuple[Any, ...]:
+    return tuple(value)
+
+
+def _frozenset(value: Any) -> frozenset[Any]:
+    return frozenset(value)
+
+
+def _positive_or_none(_instance: Any, attribute: Any, value: float | None) -> None:
+    if value is not None and not value > 0:
+        raise ValueError(f"{attribute.name} must be > 0 seconds, got {value!r}")
+
+
+@frozen
+class ActionSpec:
+    """A fully resolved action to submit: keys, checksum and timeout already computed by
+    the runtime from the user's resolvers; ``arguments`` is canonical JSON text."""
+
+    id: str
+    name: str
+    actor_type: str
+    actor_key: str
+    arguments: str
+    step_names: tuple[str, ...] = field(converter=_tuple)
+    concurrency_key: str
+    checksum_key: str
+    checksum: str | None = None
+    outbound: bool = False
+    timeout: float | None = field(default=None, validator=_positive_or_none)
+    after: frozenset[ActionStatus] = field(default=frozenset(), converter=_frozenset)
+
+
+@frozen
+class ShortCircuit:
+    """A child whose ``before`` hook completed or cancelled it: no records are created and
+    the dependency settles at once with ``status``."""
+
+    status: ActionStatus
+    name: str = ""
+
+
+ChildSpec = ActionSpec | ShortCircuit
+
+
+@frozen
+class RootSubmitted:
+    """A root action was invoked (``spec.id`` is the root id)."""
+
+    spec: ActionSpec
+
+    @property
+    def event_id(self) -> str:
+        return f"submit:{self.spec.id}"
+
+
+@frozen
+class StepBodyRan:
+    """The body of step ``step`` (attempt ``attempt``) of ``action_id`` returned.
+
+    ``children`` are in fan-out order, ``waits`` are seconds; ``failed`` is set when the
+    body marked the step failed or raised a handled exception.  ``completion`` carries a
+    job's own completion of its action.
+    """
+
+    action_id: str
+    step: int
+    attempt: int
+    children: tuple[ChildSpec, ...] = field(default=(), converter=_tuple)
+    waits: tuple[float, ...] = field(default=(), converter=_tuple)
+    failed: ErrorInfo | None = None
+    completion: CompletionRequested | None = None
+
+    @property
+    def event_id(self) -> str:
+        return f"body:{self.action_id}:{self.step}:{self.attempt}"
+
+
+@frozen
+class StepBodyRaised:
+    """The body raised an unhandled exception; ``retry_at`` is when to try again (the
+    runtime applied the retry policy and its jitter), ``None`` when attempts ran out."""
+
+    action_id: str
+    step: int
+    attempt: int
+    error: ErrorInfo
+    retry_at: float | None = None
+
+    @property
+    def event_id(self) -> str:
+        return f"raised:{self.action_id}:{self.step}:{self.attempt}"
+
+
+@frozen
+class MessageDelivered:
+    """A queued settle/timeout/cancel message was delivered."""
+
+    message: Message
+
+    @property
+    def event_id(self) -> str:
+        return f"msg:{self.message.id}"
+
+
+@frozen
+class CallbacksRan:
+    """The after callbacks of a finished action ran (``error`` set when one failed)."""
+
+    action_id: str
+    error: ErrorInfo | None = None
+
+    @property
+    def event_id(self) -> str:
+        return f"after:{self.action_id}"
+
+
+@frozen
+class CompletionRequested:
+    """An outbound action is completed from outside (webhook, job, tool answer)."""
+
+    action_id: str
+    completion_id: str
+    status: ActionStatus = ActionStatus.SUCCEEDED
+    payload: str | None = None
+
+    @property
+    def event_id(self) -> str:
+        return f"complete:{self.action_id}:{self.completion_id}"
+
+
+@frozen
+class CancelRequested:
+    """An action (and its descendants) is cancelled from outside."""
+
+    action_id: str
+    reason: str = "cancelled"
+
+    @property
+    def event_id(self) -> str:
+        return f"cancel:{self.action_id}"
+
+
+Event = (
+    RootSubmitted
+    | StepBodyRan
+    | StepBodyRaised
+    | MessageDelivered
+    | CallbacksRan
+    | CompletionRequested
+    | CancelRequested
+)
+
+__all__ = [
+    "ActionSpec",
+    "CallbacksRan",
+    "CancelRequested",
+    "ChildSpec",
+    "CompletionRequested",
+    "Dependent",
+    "Event",
+    "MessageDelivered",
+    "RootSubmitted",
+    "ShortCircuit",
+    "StepBodyRaised",
+    "StepBodyRan",
+]

@@ -1,0 +1,92 @@
+"""Messages: the wake-ups the kernel asks the store to deliver (possibly delayed).
+
+Message ids are deterministic, so a replayed decision enqueues the same ids and stores
+ignore an id they already hold.  Kinds:
+
+``run``      run the body of ``step`` (attempt ``attempt``) of ``action_id``
+``settle``   tell step ``step`` of ``action_id`` that dependency ``dep`` settled
+             (``ok`` = successful, ``status`` = what it ended as); a wait is a delayed settle
+``timeout``  check ``action_id``'s deadline
+``cancel``   cancel ``action_id`` (its tree is being cut)
+``after``    run the after callbacks of ``action_id``
+"""
+
+from __future__ import annotations
+
+from enum import Enum
+
+from attrs import frozen
+
+
+class MessageKind(str, Enum):
+    RUN = "run"
+    SETTLE = "settle"
+    TIMEOUT = "timeout"
+    CANCEL = "cancel"
+    AFTER = "after"
+
+
+@frozen
+class Message:
+    """One queued wake-up; ``available_at`` is a store-clock timestamp."""
+
+    id: str
+    kind: MessageKind
+    action_id: str
+    step: int = -1
+    attempt: int = 0
+    dep: str = ""
+    ok: bool = True
+    status: str = ""
+    available_at: float = 0.0
+
+    @classmethod
+    def run(cls, action_id: str, step: int, attempt: int, at: float) -> Message:
+        return cls(
+            id=f"run:{action_id}:{step}:{attempt}",
+            kind=MessageKind.RUN,
+            action_id=action_id,
+            step=step,
+            attempt=attempt,
+            available_at=at,
+        )
+
+    @classmethod
+    def settle(
+        cls, action_id: str, step: int, dep: str, *, ok: bool, status: str, at: float
+    ) -> Message:
+        return cls(
+            id=f"settle:{dep}",
+            kind=MessageKind.SETTLE,
+            action_id=action_id,
+            step=step,
+            dep=dep,
+            ok=ok,
+            status=status,
+            available_at=at,
+        )
+
+    @classmethod
+    def timeout(cls, action_id: str, at: float) -> Message:
+        return cls(
+            id=f"timeout:{action_id}:{at!r}",
+            kind=MessageKind.TIMEOUT,
+            action_id=action_id,
+            available_at=at,
+        )
+
+    @classmethod
+    def cancel(cls, action_id: str, reason: str, at: float) -> Message:
+        return cls(
+            id=f"cancel:{action_id}",
+            kind=MessageKind.CANCEL,
+            action_id=action_id,
+            status=reason,
+            available_at=at,
+        )
+
+    @classmethod
+    def after(cls, action_id: str, at: float) -> Message:
+        return cls(
+            id=f"after:{action_id}", kind=MessageKind.AFTER, action_id=action_id, available_at=at
+        )

@@ -1,0 +1,180 @@
+"""Moving actions forward: settling dependencies, advancing steps, finishing, telling
+parents.
+
+``finish`` is the single place an action reaches a terminal status from ``performing``
+or ``pending``: it records the outcome, cuts the in-flight children of a cancelled or
+timed-out action, releases the lane, and either asks for the after callbacks or settles
+the action into its waiting parents (granting the achievement on success).
+"""
+
+from __future__ import annotations
+
+import attrs
+
+from stepkernel.domain.ids import is_descendant
+from stepkernel.domain.lanes import leave_lane
+from stepkernel.domain.lifecycle import next_action_status, next_step_status
+from stepkernel.domain.messages import Message
+from stepkernel.domain.records import (
+    ACHIEVEMENT,
+    AchievementRecord,
+    ActionRecord,
+    Completion,
+    ErrorInfo,
+    StepRecord,
+)
+from stepkernel.domain.status import ActionStatus, ActionTrigger, StepStatus, StepTrigger
+from stepkernel.domain.transaction import Tx
+
+_TRIGGER_FOR = {
+    ActionStatus.SUCCEEDED: ActionTrigger.SUCCEED,
+    ActionStatus.FAILED: ActionTrigger.FAIL,
+    ActionStatus.CANCELLED: ActionTrigger.CANCEL,
+    ActionStatus.TIMED_OUT: ActionTrigger.TIME_OUT,
+}
+
+
+def replace_step(record: ActionRecord, step: StepRecord) -> ActionRecord:
+    """*record* with its current (last) step replaced by *step*."""
+    return attrs.evolve(record, steps=(*record.steps[:-1], step))
+
+
+def advance(tx: Tx, record: ActionRecord) -> ActionRecord:
+    """If the current step has nothing open, finish it and move on: next step, outbound
+    wait, or the end of the action."""
+    step = record.current_step
+    if step is None or step.status is not StepStatus.PERFORMING or step.open:
+        tx.put(record)
+        return record
+    step_id = f"{record.id}#{step.index}"
+    if step.failures:
+        failed_step = attrs.evolve(
+            step,
+            status=next_step_status(step.status, StepTrigger.FAIL, step_id=step_id),
+            error=step.error or _child_failure(step),
+            finished_at=tx.now,
+        )
+        record = replace_step(record, failed_step)
+        return finish(tx, record, ActionStatus.FAILED, error=failed_step.error)
+    done = attrs.evolve(
+        step,
+        status=next_step_status(step.status, StepTrigger.SUCCEED, step_id=step_id),
+        finished_at=tx.now,
+    )
+    record = replace_step(record, done)
+    if step.index + 1 < len(record.step_names):
+        index = step.index + 1
+        record = attrs.evolve(
+            record,
+            steps=(
+                *record.steps,
+                StepRecord(index=index, name=record.step_names[index], started_at=tx.now),
+            ),
+        )
+        tx.put(record)
+        tx.send(Message.run(record.id, index, 0, tx.now))
+        return record
+    if record.outbound:
+        record = attrs.evolve(record, awaiting_completion=True)
+        if record.early_completion is not None:
+            return apply_completion(tx, record, record.early_completion)
+        tx.put(record)
+        return record
+    return finish(tx, record, ActionStatus.SUCCEEDED)
+
+
+def apply_completion(tx: Tx, record: ActionRecord, completion: Completion) -> ActionRecord:
+    """Finish an outbound *record* that is waiting, with an outside *completion*."""
+    record = attrs.evolve(
+        record,
+        early_completion=None,
+        completion_id=completion.id,
+        output=completion.payload,
+    )
+    error = None
+    if completion.status is not ActionStatus.SUCCEEDED:
+        error = ErrorInfo.of("OutboundCompletion", f"completed as {completion.status.value}")
+    return finish(tx, record, completion.status, error=error)
+
+
+def finish(
+    tx: Tx,
+    record: ActionRecord,
+    status: ActionStatus,
+    *,
+    error: ErrorInfo | None = None,
+) -> ActionRecord:
+    """Move *record* to terminal *status* and do everything that goes with it."""
+    trigger = _TRIGGER_FOR[status]
+    record = attrs.evolve(
+        record,
+        status=next_action_status(record.status, trigger, action_id=record.id),
+        finished_at=tx.now,
+        awaiting_completion=False,
+        error=record.error or error,
+    )
+    step = record.current_step
+    if step is not None and not step.status.terminal:
+        record = replace_step(
+            record,
+            attrs.evolve(
+                step,
+                status=next_step_status(
+                    step.status, StepTrigger.FAIL, step_id=f"{record.id}#{step.index}"
+                ),
+                error=step.error or error or ErrorInfo.of(status.value, "action ended"),
+                finished_at=tx.now,
+            ),
+        )
+        _cut_children(tx, record, step)
+    leave_lane(tx, record)
+    tx.mark_finished(record.id)
+    if status in record.after:
+        record = attrs.evolve(record, callbacks="pending")
+        tx.put(record)
+        tx.send(Message.after(record.id, tx.now))
+        return record
+    return settle_out(tx, record)
+
+
+def settle_out(tx: Tx, record: ActionRecord) -> ActionRecord:
+    """Tell every waiting parent how *record* ended; grant the achievement on success."""
+    ok = record.successful
+    if ok and record.checksum is not None:
+        # An upsert: the store sees a new version of whatever is there (or a first one).
+        tx.need([(ACHIEVEMENT, record.checksum_key)])
+        tx.achievement(record.checksum_key)
+        tx.put(
+            AchievementRecord(
+                key=record.checksum_key, checksum=record.checksum, action_id=record.id
+            )
+        )
+    for dependent in record.dependents:
+        tx.send(
+            Message.settle(
+                dependent.action_id,
+                dependent.step,
+                dependent.dep_id,
+                ok=ok,
+                status=record.status.value,
+                at=tx.now,
+            )
+        )
+    tx.put(record)
+    return record
+
+
+def _cut_children(tx: Tx, record: ActionRecord, step: StepRecord) -> None:
+    """Cancel the in-flight children this step created (never joined or shared ones)."""
+    linked = {dep for dep, _target in step.links}
+    for dep in step.dependencies:
+        if dep in step.settled or dep in linked or not is_descendant(dep, record.id):
+            continue
+        if dep.rsplit(".", 1)[-1].startswith("w"):
+            continue
+        tx.send(Message.cancel(dep, f"parent {record.status.value}", tx.now))
+
+
+def _child_failure(step: StepRecord) -> ErrorInfo:
+    failed = sorted(step.failures)
+    return ErrorInfo.of("ChildFailed", f"{len(failed)} dependency(ies) unsuccessful: {', '.join(failed)}")

@@ -1,0 +1,281 @@
+"""Frozen records: the durable state the kernel reads and writes.
+
+Records hold *current* state, not history.  Every record carries ``version`` (bumped by
+exactly one per commit that writes it) and a digest chain: ``digest`` is computed from
+``prev_digest``, the id of the event that produced this version and the canonical form of
+the record's state, so torn or tampered state is detected on load (see
+:func:`stepkernel.domain.encoding.verify_digest`).
+
+Invariants are enforced by validators, so no record can exist in an impossible shape:
+``attrs.evolve`` goes through ``__init__`` and re-checks them on every successor.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import attrs
+from attrs import field, frozen
+
+from stepkernel.domain.status import ActionStatus, StepStatus
+
+RecordKey = tuple[str, str]
+"""``(kind, id)``: kind is ``"action"``, ``"lane"`` or ``"achievement"``."""
+
+ACTION = "action"
+LANE = "lane"
+ACHIEVEMENT = "achievement"
+
+
+def _tuple(value: Any) -> tuple[Any, ...]:
+    return tuple(value)
+
+
+def _frozenset(value: Any) -> frozenset[Any]:
+    return frozenset(value)
+
+
+@frozen
+class ErrorInfo:
+    """A recorded failure: exception type, message and (optional) traceback text."""
+
+    type: str
+    message: str
+    traceback: str = ""
+
+    @classmethod
+    def of(cls, type_: str, message: str) -> ErrorInfo:
+        return cls(type=type_, message=message)
+
+
+@frozen
+class Dependent:
+    """A step waiting on an action: ``dep_id`` is the dependency id inside that step.
+
+    An action can serve several dependents: its own parent step, steps that joined it by
+    checksum, and the waiting parents of actions it superseded.
+    """
+
+    action_id: str
+    step: int
+    dep_id: str
+
+
+def _check_step(instance: StepRecord, _attribute: Any, _value: Any) -> None:
+    deps = set(instance.dependencies)
+    if len(deps) != len(instance.dependencies):
+        raise ValueError(f"step {instance.index}: duplicate dependency ids")
+    if not instance.settled <= deps:
+        raise ValueError(f"step {instance.index}: settled ids are not all dependencies")
+    if not instance.failures <= instance.settled:
+        raise ValueError(f"step {instance.index}: failures must be settled")
+    if instance.status is StepStatus.SUCCEEDED and (
+        instance.settled != deps or instance.failures
+    ):
+        raise ValueError(f"step {instance.index}: succeeded with open or failed dependencies")
+
+
+@frozen
+class StepRecord:
+    """One step of an action.
+
+    ``dependencies`` lists the ids the step waits on, in fan-out order (children
+    ``<step>/c<n>``, waits ``<step>/w<n>``); ``settled`` is the *set* of those already
+    settled (a duplicate settlement is a no-op, never a double count); ``failures`` the
+    settled ones that were unsuccessful.  ``links`` maps a dependency id to the action
+    that actually serves it when that is not a new child (a checksum join).
+    """
+
+    index: int
+    name: str
+    status: StepStatus = StepStatus.PENDING
+    attempt: int = 0
+    dependencies: tuple[str, ...] = field(default=(), converter=_tuple)
+    settled: frozenset[str] = field(default=frozenset(), converter=_frozenset)
+    failures: frozenset[str] = field(
+        default=frozenset(), converter=_frozenset, validator=_check_step
+    )
+    links: tuple[tuple[str, str], ...] = field(default=(), converter=_tuple)
+    error: ErrorInfo | None = None
+    started_at: float | None = None
+    finished_at: float | None = None
+
+    @property
+    def open(self) -> frozenset[str]:
+        """Dependencies not settled yet."""
+        return frozenset(self.dependencies) - self.settled
+
+
+@frozen
+class Completion:
+    """An outside completion of an outbound action (kept early if it arrives early)."""
+
+    id: str
+    status: ActionStatus
+    payload: str | None = None  # canonical JSON text
+
+
+def _check_action(instance: ActionRecord, _attribute: Any, _value: Any) -> None:
+    if instance.status is ActionStatus.PENDING and instance.steps:
+        raise ValueError(f"action {instance.id}: pending but has started steps")
+    for position, step in enumerate(instance.steps):
+        if step.index != position:
+            raise ValueError(f"action {instance.id}: step {position} has index {step.index}")
+    if len(instance.steps) > max(len(instance.step_names), 1):
+        raise ValueError(f"action {instance.id}: more steps than defined")
+    if instance.callbacks not in ("none", "pending", "ok", "failed"):
+        raise ValueError(f"action {instance.id}: bad callbacks state {instance.callbacks!r}")
+
+
+@frozen
+class ActionRecord:
+    """An action: identity, arguments, resolved keys, steps so far, and its outcome.
+
+    ``arguments`` is canonical JSON text of the argument list after the ``before`` hook.
+    ``ancestor_lanes`` are the lanes held by the ancestors (for deadlock detection).
+    ``callbacks`` is ``"none"`` (no after callbacks for the final status, or not final),
+    ``"pending"`` (final, callbacks not run yet), ``"ok"`` or ``"failed"``.
+    """
+
+    id: str
+    root_id: str
+    parent: Dependent | None
+    name: str
+    actor_type: str
+    actor_key: str
+    arguments: str
+    step_names: tuple[str, ...] = field(converter=_tuple)
+    concurrency_key: str
+    checksum_key: str
+    checksum: str | None = None
+    outbound: bool = False
+    timeout: float | None = None
+    after: frozenset[ActionStatus] = field(default=frozenset(), converter=_frozenset)
+    ancestor_lanes: frozenset[str] = field(default=frozenset(), converter=_frozenset)
+    status: ActionStatus = ActionStatus.PENDING
+    steps: tuple[StepRecord, ...] = field(default=(), converter=_tuple)
+    dependents: tuple[Dependent, ...] = field(default=(), converter=_tuple)
+    deadline: float | None = None
+    awaiting_completion: bool = False
+    early_completion: Completion | None = None
+    completion_id: str | None = None
+    output: str | None = None
+    error: ErrorInfo | None = None
+    callbacks: str = field(default="none", validator=_check_action)
+    superseded_by: str | None = None
+    created_at: float = 0.0
+    started_at: float | None = None
+    finished_at: float | None = None
+    version: int = 0
+    prev_digest: str = ""
+    digest: str = ""
+    last_event: str = ""
+
+    @property
+    def key(self) -> RecordKey:
+        return (ACTION, self.id)
+
+    @property
+    def current_step(self) -> StepRecord | None:
+        return self.steps[-1] if self.steps else None
+
+    @property
+    def settled_for_parents(self) -> bool:
+        """Final and done with callbacks: parents can be told the outcome."""
+        return self.status.terminal and self.callbacks != "pending"
+
+    @property
+    def successful(self) -> bool:
+        """Succeeded and every after callback succeeded."""
+        return self.status is ActionStatus.SUCCEEDED and self.callbacks != "failed"
+
+
+@frozen
+class QueueEntry:
+    """A pending action waiting on a lane, with what checksum joins compare."""
+
+    action_id: str
+    checksum_key: str
+    checksum: str | None
+    ancestor_lanes: frozenset[str] = field(converter=_frozenset)
+    ancestors: tuple[str, ...] = field(default=(), converter=_tuple)
+
+
+@frozen
+class WaitEdge:
+    """A descendant of ``holder`` (this lane's holder) is queued on ``lane``."""
+
+    lane: str
+    action_id: str
+    holder: str
+
+
+@frozen
+class LaneRecord:
+    """A concurrency lane: at most one holder performing, later actions queued FIFO.
+
+    ``edges`` are the lanes this lane's holder (through its descendants) waits on; they
+    form the lane wait-for graph that cross-lane deadlocks are cycles of.  Edges naming a
+    previous holder are ignored.
+    """
+
+    key: str
+    holder: str | None = None
+    holder_checksum: tuple[str, str] | None = None
+    queue: tuple[QueueEntry, ...] = field(default=(), converter=_tuple)
+    edges: tuple[WaitEdge, ...] = field(default=(), converter=_tuple)
+    version: int = 0
+    prev_digest: str = ""
+    digest: str = ""
+    last_event: str = ""
+
+    @property
+    def record_key(self) -> RecordKey:
+        return (LANE, self.key)
+
+    @property
+    def empty(self) -> bool:
+        return self.holder is None and not self.queue
+
+    def live_edges(self) -> tuple[WaitEdge, ...]:
+        return tuple(e for e in self.edges if e.holder == self.holder)
+
+
+@frozen
+class AchievementRecord:
+    """The last succeeded checksum under a checksum key."""
+
+    key: str
+    checksum: str
+    action_id: str
+    version: int = 0
+    prev_digest: str = ""
+    digest: str = ""
+    last_event: str = ""
+
+    @property
+    def record_key(self) -> RecordKey:
+        return (ACHIEVEMENT, self.key)
+
+
+Record = ActionRecord | LaneRecord | AchievementRecord
+
+
+def key_of(record: Record) -> RecordKey:
+    """The store key of *record*."""
+    if isinstance(record, ActionRecord):
+        return (ACTION, record.id)
+    if isinstance(record, LaneRecord):
+        return (LANE, record.key)
+    return (ACHIEVEMENT, record.key)
+
+
+@frozen
+class Tombstone:
+    """A deletion of the record at ``key`` whose current version is ``version``."""
+
+    key: RecordKey
+    version: int
+
+
+evolve = attrs.evolve

@@ -1,0 +1,136 @@
+"""The working set of one decision: reads from the view, accumulated writes, messages.
+
+Internal to the kernel.  A record written several times in one decision is committed
+once, as version ``read + 1``, sealed with the event id.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from stepkernel.domain.encoding import seal
+from stepkernel.domain.errors import MissingRecordsError
+from stepkernel.domain.messages import Message
+from stepkernel.domain.records import (
+    ACHIEVEMENT,
+    ACTION,
+    LANE,
+    AchievementRecord,
+    ActionRecord,
+    LaneRecord,
+    Record,
+    RecordKey,
+    Tombstone,
+    key_of,
+)
+from stepkernel.domain.status import ActionStatus
+from stepkernel.domain.view import Decision, View
+
+
+class Tx:
+    """Reads through to the view, keeps the latest working copy of every record."""
+
+    __slots__ = ("_base", "_changed", "_finished", "_messages", "_read", "event_id", "now")
+
+    def __init__(self, view: View, event_id: str, now: float) -> None:
+        self._base = view.records
+        self._changed: dict[RecordKey, Record | None] = {}
+        self._read: set[RecordKey] = set()
+        self._messages: dict[str, Message] = {}
+        self._finished: list[str] = []
+        self.event_id = event_id
+        self.now = now
+
+    # -- reads ---------------------------------------------------------------------------
+
+    def need(self, keys: Iterable[RecordKey]) -> None:
+        """Raise :class:`MissingRecordsError` for every key the view did not load."""
+        missing = tuple(k for k in keys if k not in self._changed and k not in self._base)
+        if missing:
+            raise MissingRecordsError(f"need {len(missing)} more record(s)", keys=missing)
+
+    def get(self, key: RecordKey) -> Record | None:
+        if key in self._changed:
+            return self._changed[key]
+        if key not in self._base:
+            raise MissingRecordsError(f"need record {key[0]}:{key[1]}", keys=(key,))
+        self._read.add(key)
+        return self._base[key]
+
+    def action(self, action_id: str) -> ActionRecord | None:
+        record = self.get((ACTION, action_id))
+        assert record is None or isinstance(record, ActionRecord)
+        return record
+
+    def lane(self, key: str) -> LaneRecord:
+        record = self.get((LANE, key))
+        assert record is None or isinstance(record, LaneRecord)
+        return record if record is not None else LaneRecord(key=key)
+
+    def achievement(self, key: str) -> AchievementRecord | None:
+        record = self.get((ACHIEVEMENT, key))
+        assert record is None or isinstance(record, AchievementRecord)
+        return record
+
+    # -- writes --------------------------------------------------------------------------
+
+    def put(self, record: Record) -> None:
+        self._changed[key_of(record)] = record
+
+    def put_lane(self, lane: LaneRecord) -> None:
+        """Write *lane*, or delete it when it is empty (lanes are not kept idle)."""
+        if lane.empty:
+            self.delete((LANE, lane.key))
+        else:
+            self.put(lane)
+
+    def delete(self, key: RecordKey) -> None:
+        self._changed[key] = None
+
+    def send(self, message: Message) -> None:
+        self._messages[message.id] = message
+
+    def mark_finished(self, action_id: str) -> None:
+        self._finished.append(action_id)
+
+    # -- result --------------------------------------------------------------------------
+
+    def decision(
+        self,
+        outcome: str = "applied",
+        result_id: str | None = None,
+        result_status: ActionStatus | None = None,
+    ) -> Decision:
+        writes: list[Record] = []
+        deletes: list[Tombstone] = []
+        for key, record in self._changed.items():
+            base = self._base.get(key)
+            if record is None:
+                if base is not None:
+                    deletes.append(Tombstone(key=key, version=base.version))
+                continue
+            if base is not None and record is base:
+                continue
+            writes.append(
+                seal(
+                    record,
+                    version=(base.version if base is not None else 0) + 1,
+                    prev_digest=base.digest if base is not None else "",
+                    event_id=self.event_id,
+                )
+            )
+        guards = {}
+        for key in self._read:
+            if key not in self._changed:
+                base = self._base[key]
+                guards[key] = base.version if base is not None else 0
+        return Decision(
+            writes=writes,
+            deletes=deletes,
+            messages=tuple(self._messages.values()),
+            guards=guards,
+            outcome=outcome,
+            result_id=result_id,
+            result_status=result_status,
+            finished=tuple(self._finished),
+        )

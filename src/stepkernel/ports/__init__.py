@@ -1,0 +1,16 @@
+"""Ports: the small interfaces the runtime drives and adapters implement."""
+
+from stepkernel.ports.clock import Clock, SystemClock
+from stepkernel.ports.codec import ArgumentCodec, JsonCodec
+from stepkernel.ports.store import ActionQuery, Commit, Delivery, WorkflowStore
+
+__all__ = [
+    "ActionQuery",
+    "ArgumentCodec",
+    "Clock",
+    "Commit",
+    "Delivery",
+    "JsonCodec",
+    "SystemClock",
+    "WorkflowStore",
+]

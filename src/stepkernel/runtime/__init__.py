@@ -1,0 +1,1 @@
+"""The application layer: registry, app verbs, engine and workers."""

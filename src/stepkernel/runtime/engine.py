@@ -1,0 +1,304 @@
+"""The engine: feeds events to the kernel and commits its decisions; runs user code for
+delivered messages.  The only place (with :mod:`stepkernel.runtime.prepare`) that calls
+user code, always outside any transaction.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import threading
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+import attrs
+
+from stepkernel.domain.errors import (
+    ConflictError,
+    CorruptRecordError,
+    DefinitionError,
+    InvalidInputError,
+    MissingRecordsError,
+    StepkernelError,
+)
+from stepkernel.domain.events import (
+    CallbacksRan,
+    ChildSpec,
+    CompletionRequested,
+    Event,
+    MessageDelivered,
+    StepBodyRaised,
+    StepBodyRan,
+)
+from stepkernel.domain.ids import child_id
+from stepkernel.domain.kernel import decide, keys_for
+from stepkernel.domain.messages import Message, MessageKind
+from stepkernel.domain.records import ACTION, ActionRecord, ErrorInfo, Record, RecordKey
+from stepkernel.domain.status import ActionStatus, StepStatus
+from stepkernel.domain.view import Decision, View
+from stepkernel.ports.codec import ArgumentCodec
+from stepkernel.ports.store import Commit, Delivery, WorkflowStore
+from stepkernel.runtime.calls import call_user, error_info
+from stepkernel.runtime.handles import JobHandle, StepHandle
+from stepkernel.runtime.policy import RetryPolicy
+from stepkernel.runtime.prepare import prepare
+from stepkernel.runtime.registry import Registry, ResolvedAction
+from stepkernel.runtime.snapshot import Action
+
+log = logging.getLogger("stepkernel")
+
+MAX_TRIES = 64
+
+
+class Engine:
+    """Applies events (load, decide, commit; re-decide on conflicts) and handles
+    deliveries.  Thread-safe: holds no per-event state."""
+
+    def __init__(
+        self,
+        registry: Registry,
+        store: WorkflowStore,
+        codec: ArgumentCodec,
+        *,
+        retry: RetryPolicy,
+        handled: list[type[BaseException]],
+        rng: random.Random | None = None,
+    ) -> None:
+        self.registry = registry
+        self.store = store
+        self.codec = codec
+        self.retry = retry
+        self.handled = handled
+        self.rng = rng or random.Random()
+        self._rng_lock = threading.Lock()
+        self.conflicts = 0
+        self.transitions = 0
+        self.body_runs = 0
+
+    # -- applying events -------------------------------------------------------------------
+
+    def apply(
+        self,
+        event: Event,
+        *,
+        ack: Iterable[str] = (),
+        preloaded: Mapping[RecordKey, Record | None] | None = None,
+    ) -> Decision:
+        """Decide *event* and commit the decision (acknowledging *ack* with it).
+
+        Loads what the kernel asks for; on a version conflict reloads and decides again.
+        Raises what the kernel raises for misuse (e.g. :class:`CompletionError`).
+        """
+        store = self.store
+        view: dict[RecordKey, Record | None] = dict(preloaded) if preloaded else {}
+        missing = [k for k in keys_for(event) if k not in view]
+        if missing:
+            view.update(store.load(missing))
+        acked = tuple(ack)
+        for _ in range(MAX_TRIES):
+            try:
+                decision = decide(View(records=view), event, store.now())
+            except MissingRecordsError as need:
+                view.update(store.load(need.keys))
+                continue
+            commit = Commit(
+                writes=decision.writes,
+                deletes=decision.deletes,
+                guards=decision.guards,
+                enqueue=decision.messages,
+                ack=acked,
+            )
+            if decision.empty:
+                if acked:
+                    store.ack(acked)
+                return decision
+            try:
+                store.commit(commit)
+            except ConflictError:
+                self.conflicts += 1
+                view = store.load(list(view))
+                continue
+            self.transitions += 1
+            return decision
+        raise ConflictError(
+            f"gave up on {type(event).__name__} after {MAX_TRIES} conflicting tries",
+            event=type(event).__name__,
+        )
+
+    # -- deliveries --------------------------------------------------------------------------
+
+    def handle(self, delivery: Delivery) -> Decision | None:
+        """Process one leased message and acknowledge it in the commit it causes."""
+        message = delivery.message
+        try:
+            if message.kind is MessageKind.RUN:
+                return self._run_step(message)
+            if message.kind is MessageKind.AFTER:
+                return self._run_callbacks(delivery)
+            return self.apply(MessageDelivered(message), ack=(message.id,))
+        except CorruptRecordError as exc:
+            log.error("message %s: %s; dropping the message", message.id, exc)
+            self.store.ack((message.id,))
+            return None
+
+    def _load_action(self, action_id: str) -> ActionRecord | None:
+        record = self.store.load([(ACTION, action_id)])[(ACTION, action_id)]
+        assert record is None or isinstance(record, ActionRecord)
+        return record
+
+    def _run_step(self, message: Message) -> Decision:
+        record = self._load_action(message.action_id)
+        step = None if record is None else record.current_step
+        if (
+            record is None
+            or step is None
+            or record.status is not ActionStatus.PERFORMING
+            or step.index != message.step
+            or step.attempt != message.attempt
+            or step.status is not StepStatus.PENDING
+        ):
+            self.store.ack((message.id,))
+            return Decision(outcome="stale")
+        event = self.run_body(record)
+        return self.apply(event, ack=(message.id,), preloaded={(ACTION, record.id): record})
+
+    def run_body(self, record: ActionRecord) -> StepBodyRan | StepBodyRaised:
+        """Run the current step's body for *record* and describe the outcome as an event."""
+        step = record.current_step
+        assert step is not None
+        index, attempt = step.index, step.attempt
+        self.body_runs += 1
+        try:
+            actor_type = self.registry.actor_type_named(record.actor_type)
+            resolved = self.registry.resolve(actor_type, record.name)
+            if index >= len(resolved.steps) or resolved.steps[index].name != record.step_names[index]:
+                raise DefinitionError(
+                    f"{record.name}: step {index} is now "
+                    f"{resolved.steps[index].name if index < len(resolved.steps) else 'missing'}, "
+                    f"recorded as {record.step_names[index]!r} (definitions changed)",
+                    action_id=record.id,
+                )
+            actor = self.registry.load_actor(record.actor_type, record.actor_key)
+            arguments = tuple(self.codec.decode(record.arguments))
+        except StepkernelError as exc:
+            return StepBodyRan(record.id, index, attempt, failed=error_info(exc))
+        body = resolved.steps[index]
+        try:
+            if resolved.definition.job is not None and body.fn is resolved.definition.job:
+                job = JobHandle(
+                    action_id=record.id, name=record.name, actor=actor, arguments=arguments,
+                    attempt=attempt,
+                )
+                call_user(body.fn, job)
+                completion = None
+                if job.completion is not None:
+                    status, payload = job.completion
+                    completion = CompletionRequested(
+                        action_id=record.id,
+                        completion_id=f"job:{record.id}",
+                        status=status,
+                        payload=self.codec.encode(payload) if payload is not None else None,
+                    )
+                return StepBodyRan(record.id, index, attempt, completion=completion)
+            handle = StepHandle(
+                action_id=record.id,
+                index=index,
+                name=body.name,
+                attempt=attempt,
+                actor=actor,
+                arguments=arguments,
+                validate=self._validate_child,
+            )
+            call_user(body.fn, handle, actor, *arguments)
+            if handle.failure is not None:
+                return StepBodyRan(
+                    record.id, index, attempt, failed=ErrorInfo.of("StepFailed", handle.failure)
+                )
+            children = self._prepare_children(record, index, handle)
+        except (KeyboardInterrupt, SystemExit):
+            raise
+        except (DefinitionError, InvalidInputError) as exc:
+            return StepBodyRan(record.id, index, attempt, failed=error_info(exc))
+        except Exception as exc:
+            return self._raised(record, resolved, index, attempt, exc)
+        return StepBodyRan(record.id, index, attempt, children=children, waits=tuple(handle.waits))
+
+    def _validate_child(self, actor: Any, name: str) -> None:
+        self.registry.resolve_for(actor, name)
+
+    def _prepare_children(
+        self, record: ActionRecord, index: int, handle: StepHandle
+    ) -> tuple[ChildSpec, ...]:
+        return tuple(
+            prepare(
+                self.registry,
+                self.codec,
+                intent.actor,
+                intent.name,
+                intent.arguments,
+                action_id=child_id(record.id, index, ordinal),
+            )
+            for ordinal, intent in enumerate(handle.children)
+        )
+
+    def is_handled(self, exc: BaseException) -> bool:
+        return any(isinstance(exc, kind) for kind in tuple(self.handled))
+
+    def _raised(
+        self, record: ActionRecord, resolved: ResolvedAction, index: int, attempt: int, exc: Exception
+    ) -> StepBodyRan | StepBodyRaised:
+        info = error_info(exc)
+        if self.is_handled(exc):
+            return StepBodyRan(record.id, index, attempt, failed=info)
+        policy = resolved.definition.retry or self.retry
+        if policy.gives_up_after(attempt):
+            log.warning("%s step %s failed after %d attempt(s): %r", record.id, index, attempt + 1, exc)
+            return StepBodyRaised(record.id, index, attempt, error=info, retry_at=None)
+        with self._rng_lock:
+            delay = policy.delay(attempt + 1, self.rng)
+        return StepBodyRaised(
+            record.id, index, attempt, error=info, retry_at=self.store.now() + delay
+        )
+
+    # -- after callbacks -------------------------------------------------------------------------
+
+    def _run_callbacks(self, delivery: Delivery) -> Decision:
+        message = delivery.message
+        record = self._load_action(message.action_id)
+        if record is None or record.callbacks != "pending":
+            self.store.ack((message.id,))
+            return Decision(outcome="stale")
+        error: ErrorInfo | None = None
+        try:
+            actor_type = self.registry.actor_type_named(record.actor_type)
+            resolved = self.registry.resolve(actor_type, record.name)
+            actor = self.registry.load_actor(record.actor_type, record.actor_key)
+            arguments = tuple(self.codec.decode(record.arguments))
+            snapshot = Action.from_record(record)
+            for fn in resolved.callbacks_for(record.status):
+                call_user(fn, snapshot, actor, *arguments)
+        except (KeyboardInterrupt, SystemExit):
+            raise
+        except StepkernelError as exc:
+            error = error_info(exc)
+        except Exception as exc:
+            policy = resolved.definition.retry or self.retry
+            if self.is_handled(exc) or policy.gives_up_after(message.attempt):
+                error = error_info(exc)
+            else:
+                with self._rng_lock:
+                    delay = policy.delay(message.attempt + 1, self.rng)
+                retry = attrs.evolve(
+                    message,
+                    id=f"after:{record.id}:{message.attempt + 1}",
+                    attempt=message.attempt + 1,
+                    available_at=self.store.now() + delay,
+                )
+                self.store.commit(Commit(enqueue=(retry,), ack=(message.id,)))
+                return Decision(outcome="retrying")
+        return self.apply(
+            CallbacksRan(record.id, error=error),
+            ack=(message.id,),
+            preloaded={(ACTION, record.id): record},
+        )
+

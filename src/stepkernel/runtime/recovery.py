@@ -1,0 +1,84 @@
+"""The recovery sweep: find unfinished actions without a wake-up and give them one.
+
+With one atomic commit per transition a wake-up is only missing when the queue lost
+messages (an operator deleted rows, a store restored from an older backup).  The sweep
+re-creates, with their deterministic ids, the run message of a pending step, the timer of
+an armed timeout, and the settle message of a child that finished while its parent still
+waits on it.  Enqueueing is idempotent, so running the sweep twice is harmless.
+"""
+
+from __future__ import annotations
+
+from stepkernel.domain.messages import Message, MessageKind
+from stepkernel.domain.records import ACTION, ActionRecord
+from stepkernel.domain.status import ActionStatus, StepStatus
+from stepkernel.ports.store import ActionQuery, WorkflowStore
+
+
+def missing_wakeups(store: WorkflowStore) -> list[Message]:
+    """Messages that unfinished actions in *store* need and do not have."""
+    now = store.now()
+    queued_ids = {m.id for m in store.queued()}
+    queued_kinds: dict[str, set[MessageKind]] = {}
+    for message in store.queued():
+        queued_kinds.setdefault(message.action_id, set()).add(message.kind)
+    out: list[Message] = []
+    unfinished = store.find_actions(
+        ActionQuery(statuses=frozenset({ActionStatus.PERFORMING}))
+    )
+    for record in unfinished:
+        kinds = queued_kinds.get(record.id, set())
+        step = record.current_step
+        if step is None:
+            continue
+        if step.status is StepStatus.PENDING and MessageKind.RUN not in kinds:
+            out.append(Message.run(record.id, step.index, step.attempt, now))
+        if record.deadline is not None and MessageKind.TIMEOUT not in kinds:
+            out.append(Message.timeout(record.id, record.deadline))
+        if step.status is StepStatus.PERFORMING:
+            out.extend(_lost_settlements(store, record, queued_ids, now))
+    finished = store.find_actions(
+        ActionQuery(
+            statuses=frozenset(
+                {
+                    ActionStatus.SUCCEEDED,
+                    ActionStatus.FAILED,
+                    ActionStatus.CANCELLED,
+                    ActionStatus.TIMED_OUT,
+                }
+            )
+        )
+    )
+    for record in finished:
+        if record.callbacks == "pending" and MessageKind.AFTER not in queued_kinds.get(
+            record.id, set()
+        ):
+            out.append(Message.after(record.id, now))
+    return out
+
+
+def _lost_settlements(
+    store: WorkflowStore, record: ActionRecord, queued_ids: set[str], now: float
+) -> list[Message]:
+    step = record.current_step
+    assert step is not None
+    links = dict(step.links)
+    out = []
+    for dep in sorted(step.open):
+        if dep.rsplit(".", 1)[-1].startswith("w"):
+            continue  # a wait: its timer is its own message
+        target_id = links.get(dep, dep)
+        target = store.load([(ACTION, target_id)])[(ACTION, target_id)]
+        if not isinstance(target, ActionRecord) or not target.settled_for_parents:
+            continue
+        message = Message.settle(
+            record.id,
+            step.index,
+            dep,
+            ok=target.successful,
+            status=target.status.value,
+            at=now,
+        )
+        if message.id not in queued_ids:
+            out.append(message)
+    return out

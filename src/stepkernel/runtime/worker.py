@@ -1,0 +1,175 @@
+"""Workers: threads that lease messages, run user code and commit transitions.
+
+Any number of workers, in one or many processes, can share a store: leases and
+optimistic versions make racing safe.  ``stop()`` (and SIGTERM under
+``run_forever``) lets each thread finish the message in hand and gives back the leases
+it has not started, so nothing waits for a lease to expire.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import socket
+import threading
+import time
+from types import FrameType
+from typing import TYPE_CHECKING
+
+from stepkernel.domain.errors import StoreUnavailableError
+from stepkernel.ports.store import Delivery
+
+if TYPE_CHECKING:
+    from stepkernel.runtime.app import App
+
+log = logging.getLogger("stepkernel.worker")
+
+
+class Worker:
+    """A pool of *threads* threads processing *app*'s queue.
+
+    ``batch`` messages are leased per round trip; ``poll`` is the longest idle sleep;
+    leases last ``lease_seconds`` and are extended by a heartbeat while a message is in
+    hand, so a long step body is not delivered twice unless its worker dies.
+    """
+
+    def __init__(
+        self,
+        app: App,
+        *,
+        threads: int = 2,
+        batch: int = 16,
+        poll: float = 0.05,
+        lease_seconds: float | None = None,
+        name: str | None = None,
+    ) -> None:
+        if threads < 1 or batch < 1 or poll <= 0:
+            raise ValueError("threads and batch must be >= 1, poll > 0")
+        self.app = app
+        self.threads = threads
+        self.batch = batch
+        self.poll = poll
+        self.lease_seconds = lease_seconds or app.lease_seconds
+        self.name = name or f"{socket.gethostname()}-{os.getpid()}-{id(self):x}"
+        self._stop = threading.Event()
+        self._threads: list[threading.Thread] = []
+        self._inflight: dict[str, set[str]] = {}
+        self._lock = threading.Lock()
+        self.processed = 0
+        self.errors = 0
+
+    # -- lifecycle -------------------------------------------------------------------------
+
+    def start(self) -> Worker:
+        self._stop.clear()
+        for n in range(self.threads):
+            thread = threading.Thread(
+                target=self._loop, args=(f"{self.name}/{n}",), name=f"stepkernel-{n}", daemon=True
+            )
+            thread.start()
+            self._threads.append(thread)
+        beat = threading.Thread(target=self._heartbeat, name="stepkernel-heartbeat", daemon=True)
+        beat.start()
+        self._threads.append(beat)
+        return self
+
+    def stop(self, timeout: float | None = 30.0) -> None:
+        """Finish the messages in hand, release the rest, and join the threads."""
+        self._stop.set()
+        for thread in self._threads:
+            thread.join(timeout)
+        self._threads.clear()
+
+    def __enter__(self) -> Worker:
+        return self.start()
+
+    def __exit__(self, *_exc: object) -> None:
+        self.stop()
+
+    def run_forever(self) -> None:
+        """Start, and stop cleanly on SIGTERM or SIGINT (main thread only)."""
+
+        def shutdown(_signum: int, _frame: FrameType | None) -> None:
+            log.info("worker %s: stopping", self.name)
+            self._stop.set()
+
+        signal.signal(signal.SIGTERM, shutdown)
+        signal.signal(signal.SIGINT, shutdown)
+        self.start()
+        while not self._stop.wait(0.2):
+            pass
+        self.stop()
+
+    def wait_idle(self, *, timeout: float = 60.0, settle: float = 0.05) -> bool:
+        """Block until the queue has nothing due and nothing in hand (True), or timeout."""
+        store = self.app.store
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            due = store.next_due()
+            with self._lock:
+                busy = any(self._inflight.values())
+            if not busy and (due is None or due > store.now() + settle):
+                time.sleep(settle)
+                due = store.next_due()
+                with self._lock:
+                    busy = any(self._inflight.values())
+                if not busy and (due is None or due > store.now() + settle):
+                    return True
+            time.sleep(settle / 5)
+        return False
+
+    # -- threads ---------------------------------------------------------------------------
+
+    def _loop(self, worker: str) -> None:
+        store = self.app.store
+        engine = self.app.engine
+        with self._lock:
+            self._inflight[worker] = set()
+        while not self._stop.is_set():
+            try:
+                batch = store.lease(worker=worker, limit=self.batch, lease_seconds=self.lease_seconds)
+            except StoreUnavailableError as exc:
+                log.warning("worker %s: store unavailable: %s", worker, exc)
+                self._stop.wait(self.poll)
+                continue
+            if not batch:
+                due = store.next_due()
+                wait = self.poll if due is None else min(self.poll, max(0.0, due - store.now()))
+                self._stop.wait(max(wait, 0.001))
+                continue
+            with self._lock:
+                self._inflight[worker] = {d.message.id for d in batch}
+            for position, delivery in enumerate(batch):
+                if self._stop.is_set():
+                    rest = [d.message.id for d in batch[position:]]
+                    store.release(rest, worker=worker)
+                    break
+                self._process(engine, delivery)
+                with self._lock:
+                    self._inflight[worker].discard(delivery.message.id)
+            with self._lock:
+                self._inflight[worker] = set()
+
+    def _process(self, engine: object, delivery: Delivery) -> None:
+        try:
+            self.app.engine.handle(delivery)
+            self.processed += 1
+        except StoreUnavailableError as exc:
+            self.errors += 1
+            log.warning("message %s: store unavailable (%s); it will be redelivered", delivery.message.id, exc)
+        except Exception:
+            self.errors += 1
+            log.exception("message %s failed; it will be redelivered", delivery.message.id)
+
+    def _heartbeat(self) -> None:
+        store = self.app.store
+        interval = max(self.lease_seconds / 3, 0.05)
+        while not self._stop.wait(interval):
+            with self._lock:
+                held = {w: set(ids) for w, ids in self._inflight.items() if ids}
+            for worker, ids in held.items():
+                try:
+                    store.extend(ids, worker=worker, lease_seconds=self.lease_seconds)
+                except StoreUnavailableError:
+                    log.warning("heartbeat: store unavailable")

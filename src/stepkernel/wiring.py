@@ -1,0 +1,39 @@
+"""Choosing a store happens here, at call time, and nowhere else.
+
+``open_store("memory://")``, ``open_store("sqlite:///path/to/file.db")`` (the embedded
+default) or ``open_store("sqlite://")`` for an in-memory SQLite database.  Importing this
+module opens nothing; drivers are imported only when a URL asks for them.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from stepkernel.domain.errors import InvalidInputError
+from stepkernel.ports.clock import Clock
+from stepkernel.ports.store import WorkflowStore
+from stepkernel.runtime.app import App
+from stepkernel.runtime.registry import Registry
+
+DEFAULT_URL = "sqlite:///stepkernel.db"
+
+
+def open_store(url: str = DEFAULT_URL, *, clock: Clock | None = None) -> WorkflowStore:
+    """The store for *url*; raises :class:`InvalidInputError` for an unknown scheme."""
+    if url.startswith("memory:"):
+        from stepkernel.adapters.memory import InMemoryWorkflowStore
+
+        return InMemoryWorkflowStore(clock=clock)
+    if url.startswith("sqlite:"):
+        from stepkernel.adapters.sql.store import SqlWorkflowStore, sqlite_engine
+
+        path = url[len("sqlite://"):]
+        path = path[1:] if path.startswith("/") else path
+        return SqlWorkflowStore(sqlite_engine(path or ":memory:"), clock=clock)
+    raise InvalidInputError(f"no store for URL {url!r} (memory://, sqlite:///file.db)", url=url)
+
+
+def open_app(registry: Registry, url: str = DEFAULT_URL, **options: Any) -> App:
+    """An :class:`App` for *registry* on the store at *url*."""
+    clock = options.pop("clock", None)
+    return App(registry, open_store(url, clock=clock), **options)
