@@ -1,9 +1,12 @@
-"""The domain-owned encoding of records: plain JSON-ready dicts, canonical text, digests.
+"""The domain-owned encoding of records: canonical text, digests, and back.
 
-Adapters store :func:`encode_record` text and rebuild records with
-:func:`decode_record`; they never feed storage rows into ``__init__`` themselves.  A record
-that does not decode, or whose digest chain does not hold, raises
-:class:`CorruptRecordError` naming its key.
+A record's *state text* is compact JSON of a positional list whose first element tags
+the kind and format (``"A1"`` action, ``"L1"`` lane, ``"G1"`` achievement): field order
+is fixed here, so the text is canonical without sorting keys, and cheap to produce.  The
+stored text (:func:`encode_record`) is ``[version, prev_digest, digest, last_event,
+state]``.  Adapters store that text and rebuild records with :func:`decode_record`; they
+never feed storage rows into ``__init__`` themselves.  A record that does not decode, or
+whose digest chain does not hold, raises :class:`CorruptRecordError` naming its key.
 """
 
 from __future__ import annotations
@@ -11,14 +14,9 @@ from __future__ import annotations
 import json
 from typing import Any
 
-import attrs
-
-from stepkernel.domain.checksum import canonical_json, digest
+from stepkernel.domain.checksum import digest
 from stepkernel.domain.errors import CorruptRecordError
 from stepkernel.domain.records import (
-    ACHIEVEMENT,
-    ACTION,
-    LANE,
     AchievementRecord,
     ActionRecord,
     Completion,
@@ -34,114 +32,126 @@ from stepkernel.domain.records import (
 )
 from stepkernel.domain.status import ActionStatus, StepStatus
 
-_CHAIN_FIELDS = ("version", "prev_digest", "digest", "last_event")
+_dumps = json.JSONEncoder(ensure_ascii=False, allow_nan=False, separators=(",", ":")).encode
+
+ACTION_TAG = "A1"
+LANE_TAG = "L1"
+ACHIEVEMENT_TAG = "G1"
 
 
 def _error(e: ErrorInfo | None) -> list[str] | None:
     return None if e is None else [e.type, e.message, e.traceback]
 
 
-def _dep(d: Dependent) -> list[Any]:
-    return [d.action_id, d.step, d.dep_id]
+def _step(s: StepRecord) -> list[Any]:
+    cached = s.encoded
+    if cached is not None:
+        return cached
+    encoded = [
+        s.index,
+        s.name,
+        s.status,
+        s.attempt,
+        list(s.dependencies),
+        sorted(s.settled),
+        sorted(s.failures),
+        [list(pair) for pair in s.links],
+        _error(s.error),
+        s.started_at,
+        s.finished_at,
+    ]
+    object.__setattr__(s, "encoded", encoded)
+    return encoded
 
 
-def _step(s: StepRecord) -> dict[str, Any]:
-    return {
-        "i": s.index,
-        "n": s.name,
-        "s": s.status.value,
-        "a": s.attempt,
-        "d": list(s.dependencies),
-        "ok": sorted(s.settled),
-        "ko": sorted(s.failures),
-        "l": [list(pair) for pair in s.links],
-        "e": _error(s.error),
-        "t0": s.started_at,
-        "t1": s.finished_at,
-    }
-
-
-def state_dict(record: Record) -> dict[str, Any]:
-    """The record's state as a JSON-ready dict, without its chain fields."""
+def state_list(record: Record) -> list[Any]:
+    """The record's state (without its chain fields) as a positional JSON-ready list."""
     if isinstance(record, ActionRecord):
         c = record.early_completion
-        return {
-            "kind": ACTION,
-            "id": record.id,
-            "root": record.root_id,
-            "parent": None if record.parent is None else _dep(record.parent),
-            "name": record.name,
-            "actor_type": record.actor_type,
-            "actor_key": record.actor_key,
-            "args": record.arguments,
-            "step_names": list(record.step_names),
-            "ckey": record.concurrency_key,
-            "sumkey": record.checksum_key,
-            "sum": record.checksum,
-            "outbound": record.outbound,
-            "timeout": record.timeout,
-            "after": sorted(s.value for s in record.after),
-            "anc": sorted(record.ancestor_lanes),
-            "status": record.status.value,
-            "steps": [_step(s) for s in record.steps],
-            "deps": [_dep(d) for d in record.dependents],
-            "deadline": record.deadline,
-            "awaiting": record.awaiting_completion,
-            "early": None if c is None else [c.id, c.status.value, c.payload],
-            "cid": record.completion_id,
-            "output": record.output,
-            "error": _error(record.error),
-            "callbacks": record.callbacks,
-            "by": record.superseded_by,
-            "t_created": record.created_at,
-            "t_started": record.started_at,
-            "t_finished": record.finished_at,
-        }
+        p = record.parent
+        return [
+            ACTION_TAG,
+            record.id,
+            record.root_id,
+            None if p is None else [p.action_id, p.step, p.dep_id],
+            record.name,
+            record.actor_type,
+            record.actor_key,
+            record.arguments,
+            list(record.step_names),
+            record.concurrency_key,
+            record.checksum_key,
+            record.checksum,
+            record.outbound,
+            record.timeout,
+            sorted(record.after),
+            sorted(record.ancestor_lanes),
+            record.status,
+            [_step(s) for s in record.steps],
+            [[d.action_id, d.step, d.dep_id] for d in record.dependents],
+            record.deadline,
+            record.awaiting_completion,
+            None if c is None else [c.id, c.status, c.payload],
+            record.completion_id,
+            record.output,
+            _error(record.error),
+            record.callbacks,
+            record.superseded_by,
+            record.created_at,
+            record.started_at,
+            record.finished_at,
+        ]
     if isinstance(record, LaneRecord):
-        return {
-            "kind": LANE,
-            "key": record.key,
-            "holder": record.holder,
-            "hsum": None if record.holder_checksum is None else list(record.holder_checksum),
-            "queue": [
+        return [
+            LANE_TAG,
+            record.key,
+            record.holder,
+            None if record.holder_checksum is None else list(record.holder_checksum),
+            [
                 [q.action_id, q.checksum_key, q.checksum, sorted(q.ancestor_lanes), list(q.ancestors)]
                 for q in record.queue
             ],
-            "edges": [[e.lane, e.action_id, e.holder] for e in record.edges],
-        }
-    return {
-        "kind": ACHIEVEMENT,
-        "key": record.key,
-        "sum": record.checksum,
-        "action": record.action_id,
-    }
+            [[e.lane, e.action_id, e.holder] for e in record.edges],
+        ]
+    return [ACHIEVEMENT_TAG, record.key, record.checksum, record.action_id]
 
 
-def chain_digest(prev_digest: str, event_id: str, state_text: str) -> str:
+def state_text(record: Record) -> str:
+    """Canonical text of the record's state (cached on sealed records)."""
+    cached = record.state_text
+    if cached is not None:
+        return cached
+    return _dumps(state_list(record))
+
+
+def chain_digest(prev_digest: str, event_id: str, text: str) -> str:
     """The digest of a version: chained from the previous one and the event applied."""
-    return digest(prev_digest, event_id, state_text)
+    return digest(prev_digest, event_id, text)
 
 
 def seal(record: Record, *, version: int, prev_digest: str, event_id: str) -> Record:
-    """Return *record* as version *version*, produced by *event_id*, with its digest."""
-    text = canonical_json(state_dict(record))
-    return attrs.evolve(
-        record,
-        version=version,
-        prev_digest=prev_digest,
-        last_event=event_id,
-        digest=chain_digest(prev_digest, event_id, text),
-    )
+    """*record*, freshly built by the kernel, as version *version* produced by
+    *event_id*, with its digest and cached state text.
+
+    The record is completed in place: it must be a new object no one else holds yet (the
+    kernel only seals the working copies it created in the current decision).
+    """
+    text = _dumps(state_list(record))
+    setattr_ = object.__setattr__
+    setattr_(record, "version", version)
+    setattr_(record, "prev_digest", prev_digest)
+    setattr_(record, "last_event", event_id)
+    setattr_(record, "digest", chain_digest(prev_digest, event_id, text))
+    setattr_(record, "state_text", text)
+    return record
 
 
 def encode_record(record: Record) -> str:
-    """Canonical JSON text of the whole record (state and chain fields)."""
-    data = state_dict(record)
-    data["version"] = record.version
-    data["prev_digest"] = record.prev_digest
-    data["digest"] = record.digest
-    data["last_event"] = record.last_event
-    return canonical_json(data)
+    """The stored text of *record*: chain fields and state."""
+    return (
+        f"[{record.version},{_dumps(record.prev_digest)},{_dumps(record.digest)},"
+        f"{_dumps(record.last_event)},{state_text(record)}]"
+    )
 
 
 def _error_from(v: Any) -> ErrorInfo | None:
@@ -152,92 +162,115 @@ def _dep_from(v: Any) -> Dependent:
     return Dependent(action_id=v[0], step=int(v[1]), dep_id=v[2])
 
 
-def _step_from(v: dict[str, Any]) -> StepRecord:
+def _step_from(v: list[Any]) -> StepRecord:
     return StepRecord(
-        index=v["i"],
-        name=v["n"],
-        status=StepStatus(v["s"]),
-        attempt=v["a"],
-        dependencies=v["d"],
-        settled=v["ok"],
-        failures=v["ko"],
-        links=[tuple(p) for p in v["l"]],
-        error=_error_from(v["e"]),
-        started_at=v["t0"],
-        finished_at=v["t1"],
+        index=v[0],
+        name=v[1],
+        status=StepStatus(v[2]),
+        attempt=v[3],
+        dependencies=v[4],
+        settled=v[5],
+        failures=v[6],
+        links=[tuple(p) for p in v[7]],
+        error=_error_from(v[8]),
+        started_at=v[9],
+        finished_at=v[10],
     )
 
 
-def _from_state(data: dict[str, Any]) -> Record:
-    chain = {name: data[name] for name in _CHAIN_FIELDS}
-    kind = data["kind"]
-    if kind == ACTION:
-        early = data["early"]
+def _from_state(state: list[Any], chain: dict[str, Any]) -> Record:
+    tag = state[0]
+    if tag == ACTION_TAG:
+        early = state[21]
         return ActionRecord(
-            id=data["id"],
-            root_id=data["root"],
-            parent=None if data["parent"] is None else _dep_from(data["parent"]),
-            name=data["name"],
-            actor_type=data["actor_type"],
-            actor_key=data["actor_key"],
-            arguments=data["args"],
-            step_names=data["step_names"],
-            concurrency_key=data["ckey"],
-            checksum_key=data["sumkey"],
-            checksum=data["sum"],
-            outbound=data["outbound"],
-            timeout=data["timeout"],
-            after=[ActionStatus(s) for s in data["after"]],
-            ancestor_lanes=data["anc"],
-            status=ActionStatus(data["status"]),
-            steps=[_step_from(s) for s in data["steps"]],
-            dependents=[_dep_from(d) for d in data["deps"]],
-            deadline=data["deadline"],
-            awaiting_completion=data["awaiting"],
+            id=state[1],
+            root_id=state[2],
+            parent=None if state[3] is None else _dep_from(state[3]),
+            name=state[4],
+            actor_type=state[5],
+            actor_key=state[6],
+            arguments=state[7],
+            step_names=state[8],
+            concurrency_key=state[9],
+            checksum_key=state[10],
+            checksum=state[11],
+            outbound=state[12],
+            timeout=state[13],
+            after=[ActionStatus(s) for s in state[14]],
+            ancestor_lanes=state[15],
+            status=ActionStatus(state[16]),
+            steps=[_step_from(s) for s in state[17]],
+            dependents=[_dep_from(d) for d in state[18]],
+            deadline=state[19],
+            awaiting_completion=state[20],
             early_completion=None
             if early is None
             else Completion(id=early[0], status=ActionStatus(early[1]), payload=early[2]),
-            completion_id=data["cid"],
-            output=data["output"],
-            error=_error_from(data["error"]),
-            callbacks=data["callbacks"],
-            superseded_by=data["by"],
-            created_at=data["t_created"],
-            started_at=data["t_started"],
-            finished_at=data["t_finished"],
+            completion_id=state[22],
+            output=state[23],
+            error=_error_from(state[24]),
+            callbacks=state[25],
+            superseded_by=state[26],
+            created_at=state[27],
+            started_at=state[28],
+            finished_at=state[29],
             **chain,
         )
-    if kind == LANE:
+    if tag == LANE_TAG:
         return LaneRecord(
-            key=data["key"],
-            holder=data["holder"],
-            holder_checksum=None if data["hsum"] is None else tuple(data["hsum"]),
+            key=state[1],
+            holder=state[2],
+            holder_checksum=None if state[3] is None else tuple(state[3]),
             queue=[
                 QueueEntry(
-                    action_id=q[0], checksum_key=q[1], checksum=q[2], ancestor_lanes=q[3],
+                    action_id=q[0],
+                    checksum_key=q[1],
+                    checksum=q[2],
+                    ancestor_lanes=q[3],
                     ancestors=q[4],
                 )
-                for q in data["queue"]
+                for q in state[4]
             ],
-            edges=[WaitEdge(lane=e[0], action_id=e[1], holder=e[2]) for e in data["edges"]],
+            edges=[WaitEdge(lane=e[0], action_id=e[1], holder=e[2]) for e in state[5]],
             **chain,
         )
-    if kind == ACHIEVEMENT:
-        return AchievementRecord(
-            key=data["key"], checksum=data["sum"], action_id=data["action"], **chain
-        )
-    raise ValueError(f"unknown record kind {kind!r}")
+    if tag == ACHIEVEMENT_TAG:
+        return AchievementRecord(key=state[1], checksum=state[2], action_id=state[3], **chain)
+    raise ValueError(f"unknown record format {tag!r}")
 
 
-def decode_record(key: RecordKey, text: str | bytes, *, verify: bool = True) -> Record:
+def decode_record(
+    key: RecordKey, text: str | bytes, *, verify: bool = True, version: int | None = None
+) -> Record:
     """Rebuild the record stored at *key* from :func:`encode_record` text.
 
-    Raises :class:`CorruptRecordError` (fields ``key`` and ``reason``) when the text does
-    not decode, names another key, or (with *verify*) its digest does not match.
+    Raises :class:`CorruptRecordError` (fields ``key``, ``reason`` and ``version``: the
+    stored version when the adapter knows it, so the runtime can replace the record)
+    when the text does not decode, names another key, or (with *verify*) its digest does
+    not match.
     """
     try:
-        data = json.loads(text)
-        record = _from_state(data)
+        return _decode(key, text, verify=verify)
+    except CorruptRecordError as exc:
+        if version is None:
+            raise
+        raise CorruptRecordError(
+            exc.message, key=key, reason=getattr(exc, "reason", ""), version=version
+        ) from None
+
+
+def _decode(key: RecordKey, text: str | bytes, *, verify: bool) -> Record:
+    try:
+        version, prev_digest, stored_digest, last_event, state = json.loads(text)
+        record = _from_state(
+            state,
+            {
+                "version": version,
+                "prev_digest": prev_digest,
+                "digest": stored_digest,
+                "last_event": last_event,
+            },
+        )
     except (ValueError, KeyError, TypeError, IndexError) as exc:
         raise CorruptRecordError(
             f"record {key[0]}:{key[1]} does not decode: {exc}", key=key, reason=str(exc)
@@ -255,7 +288,8 @@ def decode_record(key: RecordKey, text: str | bytes, *, verify: bool = True) -> 
 
 def verify_digest(record: Record) -> None:
     """Raise :class:`CorruptRecordError` unless the record's digest matches its state."""
-    expected = chain_digest(record.prev_digest, record.last_event, canonical_json(state_dict(record)))
+    text = _dumps(state_list(record))
+    expected = chain_digest(record.prev_digest, record.last_event, text)
     if expected != record.digest:
         key = key_of(record)
         raise CorruptRecordError(
@@ -264,3 +298,4 @@ def verify_digest(record: Record) -> None:
             key=key,
             reason="digest mismatch",
         )
+    object.__setattr__(record, "state_text", text)

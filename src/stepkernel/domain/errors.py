@@ -92,7 +92,12 @@ class IllegalTransitionError(StepkernelError):
 
 
 class MissingRecordsError(StepkernelError):
-    """The kernel needs records the view does not hold (the runtime loads and re-decides)."""
+    """The kernel needs records the view does not hold (the runtime loads and re-decides).
+
+    ``keys`` lists the record keys to load.
+    """
+
+    keys: tuple[tuple[str, str], ...]
 
 
 # -- completion / commands from outside ----------------------------------------------------
@@ -122,7 +127,10 @@ class StoreError(StepkernelError):
 
 
 class ConflictError(StoreError):
-    """A record moved since it was read (optimistic version check failed)."""
+    """A record moved since it was read (optimistic version check failed).
+
+    Fields: ``key``, ``expected`` and ``actual`` versions.
+    """
 
     retryable = True
 

@@ -11,8 +11,6 @@ naming them.
 
 from __future__ import annotations
 
-import attrs
-
 from stepkernel.domain.errors import ActionFinishedError, ActionNotFoundError, NotOutboundError
 from stepkernel.domain.events import (
     ActionSpec,
@@ -30,7 +28,14 @@ from stepkernel.domain.ids import child_id, wait_id
 from stepkernel.domain.lanes import submit
 from stepkernel.domain.lifecycle import next_step_status
 from stepkernel.domain.messages import Message, MessageKind
-from stepkernel.domain.progress import advance, apply_completion, finish, replace_step, settle_out
+from stepkernel.domain.progress import (
+    advance,
+    apply_completion,
+    finish,
+    replace_step,
+    settle_out,
+    step_succeeded,
+)
 from stepkernel.domain.records import (
     ACHIEVEMENT,
     ACTION,
@@ -41,6 +46,7 @@ from stepkernel.domain.records import (
     ErrorInfo,
     RecordKey,
     StepRecord,
+    evolve,
 )
 from stepkernel.domain.status import ActionStatus, StepStatus, StepTrigger
 from stepkernel.domain.transaction import Tx
@@ -138,13 +144,13 @@ def _body_ran(tx: Tx, event: StepBodyRan) -> Decision:
     if event.completion is not None:
         record = _keep_completion(record, event.completion)
     if event.failed is not None:
-        failed = attrs.evolve(
+        failed = evolve(
             step,
             status=next_step_status(step.status, StepTrigger.FAIL, step_id=step_id),
             error=event.failed,
             finished_at=tx.now,
         )
-        finish(tx, replace_step(record, failed), ActionStatus.FAILED, error=event.failed)
+        finish(tx, record, ActionStatus.FAILED, error=event.failed, step=failed)
         return tx.decision("failed", record.id)
 
     dependencies: list[str] = []
@@ -162,7 +168,7 @@ def _body_ran(tx: Tx, event: StepBodyRan) -> Decision:
             continue
         served = submit(
             tx,
-            attrs.evolve(child, id=dep),
+            evolve(child, id=dep),
             parent=Dependent(action_id=record.id, step=step.index, dep_id=dep),
             root_id=record.root_id,
             ancestor_lanes=lanes,
@@ -186,22 +192,32 @@ def _body_ran(tx: Tx, event: StepBodyRan) -> Decision:
     assert current is not None
     if event.completion is not None:
         current = _keep_completion(current, event.completion)
-    performing = attrs.evolve(
+    status = next_step_status(step.status, StepTrigger.BODY_RAN, step_id=step_id)
+    if not dependencies:
+        # Nothing fanned out: the step is done at once (one successor, not two).
+        done = evolve(
+            step,
+            status=next_step_status(status, StepTrigger.SUCCEED, step_id=step_id),
+            finished_at=tx.now,
+        )
+        step_succeeded(tx, current, done)
+        return tx.decision("applied", record.id)
+    performing = evolve(
         step,
-        status=next_step_status(step.status, StepTrigger.BODY_RAN, step_id=step_id),
+        status=status,
         dependencies=dependencies,
         settled=settled,
         failures=failures,
         links=links,
     )
-    advance(tx, replace_step(current, performing))
+    advance(tx, current, performing)
     return tx.decision("applied", record.id)
 
 
 def _keep_completion(record: ActionRecord, completion: CompletionRequested) -> ActionRecord:
     if record.early_completion is not None or record.completion_id is not None:
         return record
-    return attrs.evolve(
+    return evolve(
         record,
         early_completion=Completion(
             id=completion.completion_id, status=completion.status, payload=completion.payload
@@ -215,17 +231,17 @@ def _body_raised(tx: Tx, event: StepBodyRaised) -> Decision:
         return tx.decision("stale")
     record, step = found
     if event.retry_at is not None:
-        retried = attrs.evolve(step, attempt=step.attempt + 1, error=event.error)
+        retried = evolve(step, attempt=step.attempt + 1, error=event.error)
         tx.put(replace_step(record, retried))
         tx.send(Message.run(record.id, step.index, retried.attempt, event.retry_at))
         return tx.decision("retrying", record.id)
-    failed = attrs.evolve(
+    failed = evolve(
         step,
         status=next_step_status(step.status, StepTrigger.FAIL, step_id=f"{record.id}#{step.index}"),
         error=event.error,
         finished_at=tx.now,
     )
-    finish(tx, replace_step(record, failed), ActionStatus.FAILED, error=event.error)
+    finish(tx, record, ActionStatus.FAILED, error=event.error, step=failed)
     return tx.decision("failed", record.id)
 
 
@@ -266,8 +282,8 @@ def _settle(tx: Tx, message: Message) -> Decision:
     if message.dep in step.settled:
         return tx.decision("duplicate")
     failures = step.failures | {message.dep} if not message.ok else step.failures
-    step = attrs.evolve(step, settled=step.settled | {message.dep}, failures=failures)
-    advance(tx, replace_step(record, step))
+    step = evolve(step, settled=step.settled | {message.dep}, failures=failures)
+    advance(tx, record, step)
     return tx.decision("applied", record.id)
 
 
@@ -278,7 +294,7 @@ def _timeout(tx: Tx, message: Message) -> Decision:
     if tx.now < record.deadline:
         # Fired early (clock skew between the scheduler and the store): re-arm.
         rearmed = Message.timeout(record.id, record.deadline)
-        tx.send(attrs.evolve(rearmed, id=f"{rearmed.id}:re{tx.now!r}"))
+        tx.send(evolve(rearmed, id=f"{rearmed.id}:re{tx.now!r}"))
         return tx.decision("rearmed", record.id)
     finish(
         tx,
@@ -304,7 +320,7 @@ def _callbacks_ran(tx: Tx, event: CallbacksRan) -> Decision:
     record = tx.action(event.action_id)
     if record is None or record.callbacks != "pending":
         return tx.decision("stale")
-    record = attrs.evolve(
+    record = evolve(
         record,
         callbacks="failed" if event.error is not None else "ok",
         error=record.error or event.error,
@@ -343,7 +359,7 @@ def _completion_requested(tx: Tx, event: CompletionRequested) -> Decision:
         return tx.decision("applied", done.id, done.status)
     if record.early_completion is not None:
         return tx.decision("duplicate", record.id, record.status)
-    tx.put(attrs.evolve(record, early_completion=completion))
+    tx.put(evolve(record, early_completion=completion))
     return tx.decision("kept", record.id, record.status)
 
 

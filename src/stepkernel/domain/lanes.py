@@ -30,6 +30,7 @@ from stepkernel.domain.records import (
     QueueEntry,
     StepRecord,
     WaitEdge,
+    evolve,
 )
 from stepkernel.domain.status import ActionStatus, ActionTrigger
 from stepkernel.domain.transaction import Tx
@@ -75,7 +76,7 @@ def submit(
             target = tx.action(joined)
             if target is not None and not target.status.terminal:
                 if parent is not None and parent not in target.dependents:
-                    tx.put(attrs.evolve(target, dependents=(*target.dependents, parent)))
+                    tx.put(evolve(target, dependents=(*target.dependents, parent)))
                 return Submitted("joined", joined)
 
     record = ActionRecord(
@@ -100,7 +101,7 @@ def submit(
 
     if lane.holder is None and not lane.queue:
         tx.put_lane(
-            attrs.evolve(
+            evolve(
                 lane,
                 holder=record.id,
                 holder_checksum=_checksum_pair(record),
@@ -122,7 +123,7 @@ def submit(
             if dependent not in dependents:
                 dependents.append(dependent)
         tx.put(
-            attrs.evolve(
+            evolve(
                 older,
                 status=next_action_status(older.status, ActionTrigger.SUPERSEDE, action_id=older.id),
                 superseded_by=record.id,
@@ -131,7 +132,7 @@ def submit(
             )
         )
         tx.mark_finished(older.id)
-    record = attrs.evolve(record, dependents=tuple(dependents))
+    record = evolve(record, dependents=tuple(dependents))
     tx.put(record)
     entry = QueueEntry(
         action_id=record.id,
@@ -139,7 +140,7 @@ def submit(
         checksum=record.checksum,
         ancestor_lanes=ancestor_lanes,
     )
-    tx.put_lane(attrs.evolve(lane, queue=(entry,)))
+    tx.put_lane(evolve(lane, queue=(entry,)))
     _add_edges(tx, entry, lane.key)
     return Submitted("queued", record.id)
 
@@ -148,7 +149,7 @@ def start(tx: Tx, record: ActionRecord) -> ActionRecord:
     """Move a pending *record* (already the holder of its lane) to performing: arm its
     timeout, erase its scope's achievement, create its first step and ask to run it."""
     deadline = None if record.timeout is None else tx.now + record.timeout
-    started = attrs.evolve(
+    started = evolve(
         record,
         status=next_action_status(record.status, ActionTrigger.START, action_id=record.id),
         started_at=tx.now,
@@ -174,21 +175,21 @@ def leave_lane(tx: Tx, record: ActionRecord) -> None:
             head, rest = lane.queue[0], lane.queue[1:]
             _drop_edges(tx, head)
             successor = tx.action(head.action_id)
-            lane = attrs.evolve(lane, holder=None, holder_checksum=None, queue=rest)
+            lane = evolve(lane, holder=None, holder_checksum=None, queue=rest)
             if successor is not None and successor.status is ActionStatus.PENDING:
-                lane = attrs.evolve(
+                lane = evolve(
                     lane, holder=successor.id, holder_checksum=_checksum_pair(successor)
                 )
                 tx.put_lane(lane)
                 start(tx, successor)
                 return
         else:
-            lane = attrs.evolve(lane, holder=None, holder_checksum=None)
+            lane = evolve(lane, holder=None, holder_checksum=None)
     else:
         for entry in lane.queue:
             if entry.action_id == record.id:
                 _drop_edges(tx, entry)
-        lane = attrs.evolve(lane, queue=tuple(q for q in lane.queue if q.action_id != record.id))
+        lane = evolve(lane, queue=tuple(q for q in lane.queue if q.action_id != record.id))
     tx.put_lane(lane)
 
 
@@ -219,7 +220,7 @@ def _deadlocked(
         created_at=tx.now,
     )
     tx.put(
-        attrs.evolve(
+        evolve(
             record,
             status=next_action_status(record.status, ActionTrigger.DEADLOCK, action_id=record.id),
             finished_at=tx.now,
@@ -269,7 +270,7 @@ def _add_edges(tx: Tx, entry: QueueEntry, lane_key: str) -> None:
         if held.holder is None:
             continue
         edge = WaitEdge(lane=lane_key, action_id=entry.action_id, holder=held.holder)
-        tx.put_lane(attrs.evolve(held, edges=(*held.live_edges(), edge)))
+        tx.put_lane(evolve(held, edges=(*held.live_edges(), edge)))
 
 
 def _drop_edges(tx: Tx, entry: QueueEntry) -> None:
@@ -278,4 +279,4 @@ def _drop_edges(tx: Tx, entry: QueueEntry) -> None:
         held = tx.lane(key)
         kept = tuple(e for e in held.live_edges() if e.action_id != entry.action_id)
         if kept != held.edges:
-            tx.put_lane(attrs.evolve(held, edges=kept))
+            tx.put_lane(evolve(held, edges=kept))

@@ -9,8 +9,6 @@ the action into its waiting parents (granting the achievement on success).
 
 from __future__ import annotations
 
-import attrs
-
 from stepkernel.domain.ids import is_descendant
 from stepkernel.domain.lanes import leave_lane
 from stepkernel.domain.lifecycle import next_action_status, next_step_status
@@ -22,6 +20,7 @@ from stepkernel.domain.records import (
     Completion,
     ErrorInfo,
     StepRecord,
+    evolve,
 )
 from stepkernel.domain.status import ActionStatus, ActionTrigger, StepStatus, StepTrigger
 from stepkernel.domain.transaction import Tx
@@ -36,38 +35,44 @@ _TRIGGER_FOR = {
 
 def replace_step(record: ActionRecord, step: StepRecord) -> ActionRecord:
     """*record* with its current (last) step replaced by *step*."""
-    return attrs.evolve(record, steps=(*record.steps[:-1], step))
+    return evolve(record, steps=(*record.steps[:-1], step))
 
 
-def advance(tx: Tx, record: ActionRecord) -> ActionRecord:
-    """If the current step has nothing open, finish it and move on: next step, outbound
-    wait, or the end of the action."""
-    step = record.current_step
-    if step is None or step.status is not StepStatus.PERFORMING or step.open:
+def advance(tx: Tx, record: ActionRecord, step: StepRecord) -> ActionRecord:
+    """Make *step* the current step of *record*; if it has nothing open, finish it and
+    move on: next step, outbound wait, or the end of the action."""
+    if step.status is not StepStatus.PERFORMING or step.open:
+        record = replace_step(record, step)
         tx.put(record)
         return record
     step_id = f"{record.id}#{step.index}"
     if step.failures:
-        failed_step = attrs.evolve(
+        failed_step = evolve(
             step,
             status=next_step_status(step.status, StepTrigger.FAIL, step_id=step_id),
             error=step.error or _child_failure(step),
             finished_at=tx.now,
         )
-        record = replace_step(record, failed_step)
-        return finish(tx, record, ActionStatus.FAILED, error=failed_step.error)
-    done = attrs.evolve(
+        return finish(tx, record, ActionStatus.FAILED, error=failed_step.error, step=failed_step)
+    done = evolve(
         step,
         status=next_step_status(step.status, StepTrigger.SUCCEED, step_id=step_id),
         finished_at=tx.now,
     )
-    record = replace_step(record, done)
+    return step_succeeded(tx, record, done)
+
+
+def step_succeeded(tx: Tx, record: ActionRecord, done: StepRecord) -> ActionRecord:
+    """*done* (the current step, succeeded) replaces the current step; start the next step,
+    wait for the outside completion, or finish the action."""
+    step = done
     if step.index + 1 < len(record.step_names):
         index = step.index + 1
-        record = attrs.evolve(
+        record = evolve(
             record,
             steps=(
-                *record.steps,
+                *record.steps[:-1],
+                done,
                 StepRecord(index=index, name=record.step_names[index], started_at=tx.now),
             ),
         )
@@ -75,26 +80,31 @@ def advance(tx: Tx, record: ActionRecord) -> ActionRecord:
         tx.send(Message.run(record.id, index, 0, tx.now))
         return record
     if record.outbound:
-        record = attrs.evolve(record, awaiting_completion=True)
         if record.early_completion is not None:
-            return apply_completion(tx, record, record.early_completion)
+            return apply_completion(tx, record, record.early_completion, step=done)
+        record = evolve(record, steps=(*record.steps[:-1], done), awaiting_completion=True)
         tx.put(record)
         return record
-    return finish(tx, record, ActionStatus.SUCCEEDED)
+    return finish(tx, record, ActionStatus.SUCCEEDED, step=done)
 
 
-def apply_completion(tx: Tx, record: ActionRecord, completion: Completion) -> ActionRecord:
+def apply_completion(
+    tx: Tx, record: ActionRecord, completion: Completion, *, step: StepRecord | None = None
+) -> ActionRecord:
     """Finish an outbound *record* that is waiting, with an outside *completion*."""
-    record = attrs.evolve(
+    error = None
+    if completion.status is not ActionStatus.SUCCEEDED:
+        error = ErrorInfo.of("OutboundCompletion", f"completed as {completion.status.value}")
+    return finish(
+        tx,
         record,
+        completion.status,
+        error=error,
+        step=step,
         early_completion=None,
         completion_id=completion.id,
         output=completion.payload,
     )
-    error = None
-    if completion.status is not ActionStatus.SUCCEEDED:
-        error = ErrorInfo.of("OutboundCompletion", f"completed as {completion.status.value}")
-    return finish(tx, record, completion.status, error=error)
 
 
 def finish(
@@ -103,34 +113,47 @@ def finish(
     status: ActionStatus,
     *,
     error: ErrorInfo | None = None,
+    step: StepRecord | None = None,
+    **changes: object,
 ) -> ActionRecord:
-    """Move *record* to terminal *status* and do everything that goes with it."""
+    """Move *record* to terminal *status* and do everything that goes with it.
+
+    *step*, if given, replaces the current step first; *changes* are further fields to
+    set.  Everything is folded into one successor record.
+    """
     trigger = _TRIGGER_FOR[status]
-    record = attrs.evolve(
+    steps = record.steps
+    if step is not None:
+        steps = (*steps[:-1], step)
+    current = steps[-1] if steps else None
+    cut = None
+    if current is not None and not current.status.terminal:
+        cut = current
+        current = evolve(
+            current,
+            status=next_step_status(
+                current.status, StepTrigger.FAIL, step_id=f"{record.id}#{current.index}"
+            ),
+            error=current.error or error or ErrorInfo.of(status.value, "action ended"),
+            finished_at=tx.now,
+        )
+        steps = (*steps[:-1], current)
+    final = next_action_status(record.status, trigger, action_id=record.id)
+    record = evolve(
         record,
-        status=next_action_status(record.status, trigger, action_id=record.id),
+        status=final,
+        steps=steps,
         finished_at=tx.now,
         awaiting_completion=False,
         error=record.error or error,
+        callbacks="pending" if status in record.after else record.callbacks,
+        **changes,
     )
-    step = record.current_step
-    if step is not None and not step.status.terminal:
-        record = replace_step(
-            record,
-            attrs.evolve(
-                step,
-                status=next_step_status(
-                    step.status, StepTrigger.FAIL, step_id=f"{record.id}#{step.index}"
-                ),
-                error=step.error or error or ErrorInfo.of(status.value, "action ended"),
-                finished_at=tx.now,
-            ),
-        )
-        _cut_children(tx, record, step)
+    if cut is not None:
+        _cut_children(tx, record, cut)
     leave_lane(tx, record)
     tx.mark_finished(record.id)
-    if status in record.after:
-        record = attrs.evolve(record, callbacks="pending")
+    if record.callbacks == "pending":
         tx.put(record)
         tx.send(Message.after(record.id, tx.now))
         return record

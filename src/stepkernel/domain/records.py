@@ -12,12 +12,15 @@ Invariants are enforced by validators, so no record can exist in an impossible s
 
 from __future__ import annotations
 
-from typing import Any
+import operator
+from typing import Any, TypeVar
 
 import attrs
 from attrs import field, frozen
 
 from stepkernel.domain.status import ActionStatus, StepStatus
+
+_R = TypeVar("_R")
 
 RecordKey = tuple[str, str]
 """``(kind, id)``: kind is ``"action"``, ``"lane"`` or ``"achievement"``."""
@@ -99,6 +102,7 @@ class StepRecord:
     error: ErrorInfo | None = None
     started_at: float | None = None
     finished_at: float | None = None
+    encoded: list[Any] | None = field(default=None, init=False, eq=False, repr=False)
 
     @property
     def open(self) -> frozenset[str]:
@@ -170,6 +174,28 @@ class ActionRecord:
     prev_digest: str = ""
     digest: str = ""
     last_event: str = ""
+    state_text: str | None = field(default=None, init=False, eq=False, repr=False)
+
+    @classmethod
+    def unreadable(cls, action_id: str, reason: str, now: float) -> ActionRecord:
+        """A failed stand-in for an action whose stored record does not decode: the
+        action fails with a ``CorruptRecordError`` instead of stopping the worker."""
+        return cls(
+            id=action_id,
+            root_id=action_id,
+            parent=None,
+            name="unreadable",
+            actor_type="",
+            actor_key="",
+            arguments="[]",
+            step_names=("unreadable",),
+            concurrency_key="",
+            checksum_key="",
+            status=ActionStatus.FAILED,
+            error=ErrorInfo.of("CorruptRecordError", reason),
+            created_at=now,
+            finished_at=now,
+        )
 
     @property
     def key(self) -> RecordKey:
@@ -228,6 +254,7 @@ class LaneRecord:
     prev_digest: str = ""
     digest: str = ""
     last_event: str = ""
+    state_text: str | None = field(default=None, init=False, eq=False, repr=False)
 
     @property
     def record_key(self) -> RecordKey:
@@ -252,6 +279,7 @@ class AchievementRecord:
     prev_digest: str = ""
     digest: str = ""
     last_event: str = ""
+    state_text: str | None = field(default=None, init=False, eq=False, repr=False)
 
     @property
     def record_key(self) -> RecordKey:
@@ -278,4 +306,20 @@ class Tombstone:
     version: int
 
 
-evolve = attrs.evolve
+_INIT: dict[type, tuple[tuple[str, ...], Any]] = {}
+
+
+def evolve(inst: _R, **changes: Any) -> _R:
+    """``attrs.evolve`` for our records, without its per-call field introspection.
+
+    Still goes through ``__init__``, so converters and validators check the successor.
+    """
+    cls = type(inst)
+    known = _INIT.get(cls)
+    if known is None:
+        names = tuple(a.alias for a in attrs.fields(cls) if a.init)  # type: ignore[arg-type]
+        known = (names, operator.attrgetter(*names))
+        _INIT[cls] = known
+    values = dict(zip(known[0], known[1](inst), strict=True))
+    values.update(changes)
+    return cls(**values)

@@ -125,8 +125,8 @@ class Tx:
                 base = self._base[key]
                 guards[key] = base.version if base is not None else 0
         return Decision(
-            writes=writes,
-            deletes=deletes,
+            writes=tuple(writes),
+            deletes=tuple(deletes),
             messages=tuple(self._messages.values()),
             guards=guards,
             outcome=outcome,

@@ -38,14 +38,14 @@ class Decision:
     ``exists``, ``applied``, ``stale``, ``duplicate``...).
     """
 
-    writes: tuple[Record, ...] = field(default=(), converter=_tuple)
-    deletes: tuple[Tombstone, ...] = field(default=(), converter=_tuple)
-    messages: tuple[Message, ...] = field(default=(), converter=_tuple)
+    writes: tuple[Record, ...] = ()
+    deletes: tuple[Tombstone, ...] = ()
+    messages: tuple[Message, ...] = ()
     guards: Mapping[RecordKey, int] = field(factory=dict)
     outcome: str = "applied"
     result_id: str | None = None
     result_status: ActionStatus | None = None
-    finished: tuple[str, ...] = field(default=(), converter=_tuple)
+    finished: tuple[str, ...] = ()
 
     @property
     def empty(self) -> bool:

@@ -31,9 +31,19 @@ from stepkernel.domain.events import (
     StepBodyRan,
 )
 from stepkernel.domain.ids import child_id
+from stepkernel.domain.encoding import seal
 from stepkernel.domain.kernel import decide, keys_for
 from stepkernel.domain.messages import Message, MessageKind
-from stepkernel.domain.records import ACTION, ActionRecord, ErrorInfo, Record, RecordKey
+from stepkernel.domain.records import (
+    ACHIEVEMENT,
+    ACTION,
+    LANE,
+    ActionRecord,
+    ErrorInfo,
+    Record,
+    RecordKey,
+    Tombstone,
+)
 from stepkernel.domain.status import ActionStatus, StepStatus
 from stepkernel.domain.view import Decision, View
 from stepkernel.ports.codec import ArgumentCodec
@@ -137,9 +147,41 @@ class Engine:
                 return self._run_callbacks(delivery)
             return self.apply(MessageDelivered(message), ack=(message.id,))
         except CorruptRecordError as exc:
-            log.error("message %s: %s; dropping the message", message.id, exc)
-            self.store.ack((message.id,))
+            self._quarantine(exc, message)
             return None
+
+    def _quarantine(self, exc: CorruptRecordError, message: Message) -> None:
+        """A stored record does not decode: fail its action (or drop a lane/achievement)
+        so the worker and the rest of the tree go on; acknowledge the message."""
+        key = tuple(getattr(exc, "key", ("", "")))
+        version = getattr(exc, "version", None)
+        log.error("message %s: %s", message.id, exc)
+        commit = Commit(ack=(message.id,))
+        if isinstance(version, int) and len(key) == 2:
+            if key[0] == ACTION:
+                stand_in = ActionRecord.unreadable(
+                    str(key[1]), getattr(exc, "reason", str(exc)), self.store.now()
+                )
+                commit = Commit(
+                    writes=(
+                        seal(
+                            stand_in,
+                            version=version + 1,
+                            prev_digest="",
+                            event_id=f"unreadable:{key[1]}:{version}",
+                        ),
+                    ),
+                    ack=(message.id,),
+                )
+            else:
+                commit = Commit(
+                    deletes=(Tombstone(key=(str(key[0]), str(key[1])), version=version),),
+                    ack=(message.id,),
+                )
+        try:
+            self.store.commit(commit)
+        except ConflictError:
+            self.store.ack((message.id,))
 
     def _load_action(self, action_id: str) -> ActionRecord | None:
         record = self.store.load([(ACTION, action_id)])[(ACTION, action_id)]
@@ -160,7 +202,16 @@ class Engine:
             self.store.ack((message.id,))
             return Decision(outcome="stale")
         event = self.run_body(record)
-        return self.apply(event, ack=(message.id,), preloaded={(ACTION, record.id): record})
+        keys: list[RecordKey] = []
+        if step.index == len(record.step_names) - 1:
+            # The last step may finish the action: it will need its lane (and scope).
+            keys.append((LANE, record.concurrency_key))
+            if record.checksum is not None:
+                keys.append((ACHIEVEMENT, record.checksum_key))
+        preloaded: dict[RecordKey, Record | None] = {(ACTION, record.id): record}
+        if keys:
+            preloaded.update(self.store.load(keys))
+        return self.apply(event, ack=(message.id,), preloaded=preloaded)
 
     def run_body(self, record: ActionRecord) -> StepBodyRan | StepBodyRaised:
         """Run the current step's body for *record* and describe the outcome as an event."""

@@ -106,7 +106,7 @@ class ActionDefinition:
         def register(body: F) -> F:
             if not callable(body):
                 raise DefinitionError(f"a step must be callable, got {body!r}")
-            step_name = name or getattr(body, "__name__", f"step{len(self.steps)}")
+            step_name = str(name or getattr(body, "__name__", f"step{len(self.steps)}"))
             self.steps.append(StepDef(name=step_name, fn=body))
             return body
 
@@ -203,7 +203,7 @@ class Registry:
         if load is not None:
             load_fn = load
         elif callable(getattr(cls, "load", None)):
-            load_fn = cls.load
+            load_fn = getattr(cls, "load")  # noqa: B009 - a class attribute mypy cannot see
         else:
             raise DefinitionError(
                 f"actor type {type_name} needs load= (or a classmethod load(key))",
@@ -340,7 +340,7 @@ class Registry:
             if not callable(body):
                 raise DefinitionError(f"a step must be callable, got {body!r}")
             self._prepends.setdefault((actor, name), []).insert(
-                0, StepDef(name=step_name or getattr(body, "__name__", "prepended"), fn=body)
+                0, StepDef(name=str(step_name or getattr(body, "__name__", "prepended")), fn=body)
             )
             return body
 

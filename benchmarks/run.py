@@ -1,0 +1,155 @@
+"""``make bench``: W1 and W2 on each store with a 2-thread worker, plus the kernel alone.
+
+W1 = 1,000 roots x 3 sequential trivial steps; W2 = 100 roots whose first step fans
+out 20 trivial children, then a final step.  Reports steps/s (W1), children/s (W2) and
+commits per step, and writes a Markdown table with ``--write docs/benchmarks.md``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from benchmarks import kernel  # noqa: E402
+from benchmarks.workloads import FANOUT, Node, build_registry  # noqa: E402
+from stepkernel import App  # noqa: E402
+from stepkernel.domain.status import ActionStatus  # noqa: E402
+from stepkernel.ports.store import ActionQuery, WorkflowStore  # noqa: E402
+
+
+def _memory_store() -> WorkflowStore:
+    from stepkernel.adapters.memory import InMemoryWorkflowStore
+
+    return InMemoryWorkflowStore()
+
+
+def _sqlite_store(directory: str) -> Callable[[], WorkflowStore]:
+    def make() -> WorkflowStore:
+        from stepkernel.adapters.sql.store import SqlWorkflowStore, sqlite_engine
+
+        path = os.path.join(directory, f"bench-{time.monotonic_ns()}.db")
+        return SqlWorkflowStore(sqlite_engine(path))
+
+    return make
+
+
+def _commits(store: WorkflowStore) -> int:
+    return int(getattr(store, "commits", 0))
+
+
+def run_workload(
+    make_store: Callable[[], WorkflowStore], workload: str, *, roots: int, threads: int = 2
+) -> dict[str, Any]:
+    """Submit *roots* roots of *workload*, run a worker until all finish, measure."""
+    store = make_store()
+    app = App(build_registry(), store)
+    name = "three_steps" if workload == "W1" else "fan_out"
+    offset = 0 if workload == "W1" else 1_000_000
+    submit_start = time.perf_counter()
+    for i in range(roots):
+        app.invoke_later(Node(offset + i), name)
+    submit_elapsed = time.perf_counter() - submit_start
+    commits_before = _commits(store)
+    worker = app.worker(threads=threads, batch=32, poll=0.005)
+    start = time.perf_counter()
+    worker.start()
+    try:
+        if not worker.wait_idle(timeout=600, settle=0.01):
+            raise RuntimeError(f"{workload} did not finish")
+    finally:
+        worker.stop()
+    elapsed = time.perf_counter() - start
+    unfinished = store.find_actions(
+        ActionQuery(statuses=frozenset({ActionStatus.PENDING, ActionStatus.PERFORMING}))
+    )
+    failed = [r for r in store.find_actions(ActionQuery()) if r.status is not ActionStatus.SUCCEEDED]
+    if unfinished or failed:
+        raise RuntimeError(f"{workload}: {len(unfinished)} unfinished, {len(failed)} not succeeded")
+    commits = _commits(store) - commits_before
+    if workload == "W1":
+        steps = roots * 3
+        result = {"steps_per_s": steps / elapsed, "commits_per_step": commits / steps}
+    else:
+        children = roots * FANOUT
+        steps = roots * 2 + children
+        result = {
+            "children_per_s": children / elapsed,
+            "steps_per_s": steps / elapsed,
+            "commits_per_child": commits / children,
+            "commits_per_step": commits / steps,
+        }
+    result.update(
+        seconds=elapsed, submit_per_s=roots / submit_elapsed, commits=commits, roots=roots
+    )
+    store.close()
+    return result
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--write", help="write a Markdown report to this path")
+    parser.add_argument("--stores", default="memory,sqlite")
+    parser.add_argument("--scale", type=float, default=1.0, help="fraction of the roots to run")
+    args = parser.parse_args(argv)
+
+    rows: list[tuple[str, str, dict[str, Any]]] = []
+    k = kernel.measure()
+    print(f"kernel alone: {k['events_per_s']:,.0f} events/s over {k['events']:.0f} recorded events")
+    with tempfile.TemporaryDirectory() as directory:
+        stores: dict[str, Callable[[], WorkflowStore]] = {
+            "memory": _memory_store,
+            "sqlite": _sqlite_store(directory),
+        }
+        for store_name in args.stores.split(","):
+            for workload, roots in (("W1", 1000), ("W2", 100)):
+                result = run_workload(
+                    stores[store_name], workload, roots=max(1, int(roots * args.scale))
+                )
+                rows.append((store_name, workload, result))
+                print(store_name, workload, {k: round(v, 3) for k, v in result.items()})
+    if args.write:
+        Path(args.write).write_text(_report(k, rows))
+        print(f"wrote {args.write}")
+    return 0
+
+
+def _report(k: dict[str, float], rows: list[tuple[str, str, dict[str, Any]]]) -> str:
+    lines = [
+        "# Benchmarks",
+        "",
+        "Measured by `make bench` (`python benchmarks/run.py --write docs/benchmarks.md`) on",
+        f"{platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()},",
+        f"on {time.strftime('%Y-%m-%d')}. Workers: one `Worker` with 2 threads in one process.",
+        "",
+        "- **W1**: 1,000 roots x 3 sequential trivial steps.",
+        "- **W2**: 100 roots whose first step fans out 20 trivial children, then a final step.",
+        "- *commits per step* counts store commits (one atomic transaction each) per step",
+        "  executed; a W2 child costs its own step commit plus one settle commit.",
+        "",
+        f"**Kernel alone** (`decide` replaying a W1+W2 run's inputs on one core): "
+        f"**{k['events_per_s']:,.0f} events/s** ({k['events']:.0f} events).",
+        "",
+        "| store | workload | steps/s | children/s | commits/step | seconds |",
+        "|---|---|---:|---:|---:|---:|",
+    ]
+    for store, workload, r in rows:
+        children = f"{r['children_per_s']:,.0f}" if "children_per_s" in r else "-"
+        lines.append(
+            f"| {store} | {workload} | {r['steps_per_s']:,.0f} | {children} | "
+            f"{r['commits_per_step']:.2f} | {r['seconds']:.2f} |"
+        )
+    lines.append("")
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
