@@ -19,11 +19,11 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from benchmarks import kernel  # noqa: E402
-from benchmarks.workloads import FANOUT, Node, build_registry  # noqa: E402
-from stepkernel import App  # noqa: E402
-from stepkernel.domain.status import ActionStatus  # noqa: E402
-from stepkernel.ports.store import ActionQuery, WorkflowStore  # noqa: E402
+from benchmarks import kernel
+from benchmarks.workloads import FANOUT, Node, build_registry
+from stepkernel import App
+from stepkernel.domain.status import ActionStatus
+from stepkernel.ports.store import ActionQuery, WorkflowStore
 
 
 def _memory_store() -> WorkflowStore:
@@ -71,7 +71,9 @@ def run_workload(
     unfinished = store.find_actions(
         ActionQuery(statuses=frozenset({ActionStatus.PENDING, ActionStatus.PERFORMING}))
     )
-    failed = [r for r in store.find_actions(ActionQuery()) if r.status is not ActionStatus.SUCCEEDED]
+    failed = [
+        r for r in store.find_actions(ActionQuery()) if r.status is not ActionStatus.SUCCEEDED
+    ]
     if unfinished or failed:
         raise RuntimeError(f"{workload}: {len(unfinished)} unfinished, {len(failed)} not succeeded")
     commits = _commits(store) - commits_before

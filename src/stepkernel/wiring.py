@@ -27,7 +27,7 @@ def open_store(url: str = DEFAULT_URL, *, clock: Clock | None = None) -> Workflo
     if url.startswith("sqlite:"):
         from stepkernel.adapters.sql.store import SqlWorkflowStore, sqlite_engine
 
-        path = url[len("sqlite://"):]
+        path = url[len("sqlite://") :]
         path = path[1:] if path.startswith("/") else path
         return SqlWorkflowStore(sqlite_engine(path or ":memory:"), clock=clock)
     raise InvalidInputError(f"no store for URL {url!r} (memory://, sqlite:///file.db)", url=url)

@@ -87,9 +87,7 @@ class InMemoryWorkflowStore(WorkflowStore):
 
     def _push(self, entry: _Entry) -> None:
         entry.generation += 1
-        heapq.heappush(
-            self._heap, (entry.due, next(self._seq), entry.message.id, entry.generation)
-        )
+        heapq.heappush(self._heap, (entry.due, next(self._seq), entry.message.id, entry.generation))
 
     def lease(
         self,

@@ -108,7 +108,13 @@ def state_list(record: Record) -> list[Any]:
             record.holder,
             None if record.holder_checksum is None else list(record.holder_checksum),
             [
-                [q.action_id, q.checksum_key, q.checksum, sorted(q.ancestor_lanes), list(q.ancestors)]
+                [
+                    q.action_id,
+                    q.checksum_key,
+                    q.checksum,
+                    sorted(q.ancestor_lanes),
+                    list(q.ancestors),
+                ]
                 for q in record.queue
             ],
             [[e.lane, e.action_id, e.holder] for e in record.edges],

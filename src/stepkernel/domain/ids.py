@@ -28,3 +28,8 @@ def root_id_for_key(idempotency_key: str) -> str:
 def is_descendant(candidate_id: str, ancestor_id: str) -> bool:
     """True when *candidate_id* was created (transitively) under *ancestor_id*."""
     return candidate_id.startswith(ancestor_id + ".")
+
+
+def is_wait(dep_id: str) -> bool:
+    """True when *dep_id* names a timed wait rather than an action."""
+    return dep_id.rsplit(".", 1)[-1].startswith("w")

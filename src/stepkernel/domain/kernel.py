@@ -350,9 +350,7 @@ def _completion_requested(tx: Tx, event: CompletionRequested) -> Decision:
             f"action {record.id} ({record.name}) is not outbound", action_id=record.id
         )
     if event.status not in COMPLETION_STATUSES:
-        raise NotOutboundError(
-            f"cannot complete as {event.status.value!r}", action_id=record.id
-        )
+        raise NotOutboundError(f"cannot complete as {event.status.value!r}", action_id=record.id)
     completion = Completion(id=event.completion_id, status=event.status, payload=event.payload)
     if record.awaiting_completion:
         done = apply_completion(tx, record, completion)
@@ -366,7 +364,9 @@ def _completion_requested(tx: Tx, event: CompletionRequested) -> Decision:
 def _cancel_requested(tx: Tx, event: CancelRequested) -> Decision:
     record = tx.action(event.action_id)
     if record is None:
-        raise ActionNotFoundError(f"no action {event.action_id!r} to cancel", action_id=event.action_id)
+        raise ActionNotFoundError(
+            f"no action {event.action_id!r} to cancel", action_id=event.action_id
+        )
     if record.status.terminal:
         raise ActionFinishedError(
             f"action {record.id} already {record.status.value}",
@@ -375,4 +375,3 @@ def _cancel_requested(tx: Tx, event: CancelRequested) -> Decision:
         )
     done = finish(tx, record, ActionStatus.CANCELLED, error=_cancel_error(event.reason))
     return tx.decision("cancelled", done.id, done.status)
-

@@ -4,13 +4,22 @@ Rules (in this order) for a new action on lane ``L`` with checksum ``c`` under k
 
 1. ``(K, c)`` is already achieved: succeed at once, create nothing.
 2. ``L`` is held by one of its ancestors: create it ``deadlocked`` (fails the parent step).
-3. The holder of ``L`` or an action queued on it has the same ``(K, c)``: join it
-   (the parent step waits on that action instead), create nothing.
+3. The holder of ``L`` or an action queued on it has the same ``(K, c)``: join it (the
+   parent step waits on that action instead) -- unless that action already waits,
+   transitively, on the parent or on anything waiting on the parent: then the child is
+   ``deadlocked`` instead.
 4. ``L`` is free: create it and start it.
-5. Otherwise, if queueing would close a cycle in the lane wait-for graph (the holder of
-   ``L`` transitively waits on a lane held by an ancestor): create it ``deadlocked``.
+5. Otherwise, if queueing behind the holder of ``L`` would close a cycle in the wait-for
+   graph (the holder transitively waits on the parent or on anything waiting on it):
+   create it ``deadlocked``.
 6. Otherwise queue it; every older pending action on ``L`` is ``superseded`` by it and
    hands over its waiting parents.
+
+The wait-for graph is read from the actions themselves, never stored: a pending action
+waits on its lane's holder; a performing action waits on the open dependencies of its
+current step (the children it created, or the actions its links point to).  Cycles can
+only be closed when a new wait is added, which is exactly rules 3 and 5, so checking
+there finds every deadlock, across lanes, joins and superseding.
 """
 
 from __future__ import annotations
@@ -18,21 +27,21 @@ from __future__ import annotations
 import attrs
 
 from stepkernel.domain.events import ActionSpec
-from stepkernel.domain.ids import is_descendant
+from stepkernel.domain.ids import is_descendant, is_wait
 from stepkernel.domain.lifecycle import next_action_status
 from stepkernel.domain.messages import Message
 from stepkernel.domain.records import (
     ACHIEVEMENT,
+    ACTION,
     LANE,
     ActionRecord,
     Dependent,
     LaneRecord,
     QueueEntry,
     StepRecord,
-    WaitEdge,
     evolve,
 )
-from stepkernel.domain.status import ActionStatus, ActionTrigger
+from stepkernel.domain.status import ActionStatus, ActionTrigger, StepStatus
 from stepkernel.domain.transaction import Tx
 
 
@@ -73,8 +82,13 @@ def submit(
     if spec.checksum is not None:
         joined = _joinable(lane, spec)
         if joined is not None and not is_descendant(spec.id, joined):
+            tx.need([(ACTION, joined)])
             target = tx.action(joined)
             if target is not None and not target.status.terminal:
+                if parent is not None and _waits_on(tx, joined, _waiters(tx, parent.action_id)):
+                    return _deadlocked(
+                        tx, spec, parent=parent, root_id=root_id, ancestor_lanes=ancestor_lanes
+                    )
                 if parent is not None and parent not in target.dependents:
                     tx.put(evolve(target, dependents=(*target.dependents, parent)))
                 return Submitted("joined", joined)
@@ -110,13 +124,13 @@ def submit(
         start(tx, record)
         return Submitted("created", record.id)
 
-    if _closes_cycle(tx, lane.key, ancestor_lanes):
+    ahead = lane.holder or lane.queue[0].action_id
+    if parent is not None and _waits_on(tx, ahead, _waiters(tx, parent.action_id)):
         return _deadlocked(tx, spec, parent=parent, root_id=root_id, ancestor_lanes=ancestor_lanes)
 
     dependents = list(record.dependents)
     for entry in lane.queue:
         older = tx.action(entry.action_id)
-        _drop_edges(tx, entry)
         if older is None or older.status is not ActionStatus.PENDING:
             continue
         for dependent in older.dependents:
@@ -125,7 +139,9 @@ def submit(
         tx.put(
             evolve(
                 older,
-                status=next_action_status(older.status, ActionTrigger.SUPERSEDE, action_id=older.id),
+                status=next_action_status(
+                    older.status, ActionTrigger.SUPERSEDE, action_id=older.id
+                ),
                 superseded_by=record.id,
                 dependents=(),
                 finished_at=tx.now,
@@ -135,13 +151,9 @@ def submit(
     record = evolve(record, dependents=tuple(dependents))
     tx.put(record)
     entry = QueueEntry(
-        action_id=record.id,
-        checksum_key=record.checksum_key,
-        checksum=record.checksum,
-        ancestor_lanes=ancestor_lanes,
+        action_id=record.id, checksum_key=record.checksum_key, checksum=record.checksum
     )
     tx.put_lane(evolve(lane, queue=(entry,)))
-    _add_edges(tx, entry, lane.key)
     return Submitted("queued", record.id)
 
 
@@ -173,22 +185,16 @@ def leave_lane(tx: Tx, record: ActionRecord) -> None:
     if lane.holder == record.id:
         if lane.queue:
             head, rest = lane.queue[0], lane.queue[1:]
-            _drop_edges(tx, head)
             successor = tx.action(head.action_id)
             lane = evolve(lane, holder=None, holder_checksum=None, queue=rest)
             if successor is not None and successor.status is ActionStatus.PENDING:
-                lane = evolve(
-                    lane, holder=successor.id, holder_checksum=_checksum_pair(successor)
-                )
+                lane = evolve(lane, holder=successor.id, holder_checksum=_checksum_pair(successor))
                 tx.put_lane(lane)
                 start(tx, successor)
                 return
         else:
             lane = evolve(lane, holder=None, holder_checksum=None)
     else:
-        for entry in lane.queue:
-            if entry.action_id == record.id:
-                _drop_edges(tx, entry)
         lane = evolve(lane, queue=tuple(q for q in lane.queue if q.action_id != record.id))
     tx.put_lane(lane)
 
@@ -244,39 +250,55 @@ def _joinable(lane: LaneRecord, spec: ActionSpec) -> str | None:
     return None
 
 
-def _closes_cycle(tx: Tx, lane_key: str, ancestor_lanes: frozenset[str]) -> bool:
-    """Would an action whose ancestors hold *ancestor_lanes* waiting on *lane_key* close a
-    cycle?  Walks the live wait-for edges from *lane_key*."""
-    if not ancestor_lanes:
-        return False
+def _waiters(tx: Tx, action_id: str) -> frozenset[str]:
+    """*action_id* and every action that (transitively) waits on it."""
+    found: set[str] = set()
+    frontier = [action_id]
+    while frontier:
+        tx.need([(ACTION, a) for a in frontier])
+        following: list[str] = []
+        for current in frontier:
+            if current in found:
+                continue
+            found.add(current)
+            record = tx.action(current)
+            if record is not None:
+                following.extend(d.action_id for d in record.dependents)
+        frontier = [a for a in following if a not in found]
+    return frozenset(found)
+
+
+def _waits_on(tx: Tx, start: str, targets: frozenset[str]) -> bool:
+    """Does *start* (transitively) wait on any of *targets*?  Walks the wait-for graph
+    breadth first, asking for each level's records at once."""
     seen: set[str] = set()
-    stack = [lane_key]
-    while stack:
-        key = stack.pop()
-        if key in ancestor_lanes:
+    frontier = [start]
+    while frontier:
+        if any(a in targets for a in frontier):
             return True
-        if key in seen:
-            continue
-        seen.add(key)
-        tx.need([(LANE, key)])
-        stack.extend(edge.lane for edge in tx.lane(key).live_edges())
+        tx.need([(ACTION, a) for a in frontier])
+        pending: list[ActionRecord] = []
+        following: list[str] = []
+        for current in frontier:
+            if current in seen:
+                continue
+            seen.add(current)
+            record = tx.action(current)
+            if record is None or record.status.terminal:
+                continue
+            if record.status is ActionStatus.PENDING:
+                pending.append(record)
+                continue
+            step = record.current_step
+            if step is None or step.status is not StepStatus.PERFORMING:
+                continue
+            links = dict(step.links)
+            following.extend(links.get(dep, dep) for dep in sorted(step.open) if not is_wait(dep))
+        if pending:
+            tx.need([(LANE, r.concurrency_key) for r in pending])
+            for record in pending:
+                holder = tx.lane(record.concurrency_key).holder
+                if holder is not None and holder != record.id:
+                    following.append(holder)
+        frontier = [a for a in following if a not in seen]
     return False
-
-
-def _add_edges(tx: Tx, entry: QueueEntry, lane_key: str) -> None:
-    tx.need([(LANE, key) for key in entry.ancestor_lanes])
-    for key in sorted(entry.ancestor_lanes):
-        held = tx.lane(key)
-        if held.holder is None:
-            continue
-        edge = WaitEdge(lane=lane_key, action_id=entry.action_id, holder=held.holder)
-        tx.put_lane(evolve(held, edges=(*held.live_edges(), edge)))
-
-
-def _drop_edges(tx: Tx, entry: QueueEntry) -> None:
-    tx.need([(LANE, key) for key in entry.ancestor_lanes])
-    for key in sorted(entry.ancestor_lanes):
-        held = tx.lane(key)
-        kept = tuple(e for e in held.live_edges() if e.action_id != entry.action_id)
-        if kept != held.edges:
-            tx.put_lane(evolve(held, edges=kept))

@@ -65,9 +65,7 @@ STEP_EDGES: tuple[tuple[StepTrigger, StepStatus, StepStatus], ...] = (
 )
 
 
-def build_machine(
-    states: type[S], edges: Iterable[tuple[T, S, S]], initial: S
-) -> Machine:
+def build_machine(states: type[S], edges: Iterable[tuple[T, S, S]], initial: S) -> Machine:
     """Declare *edges* on a model-less ``transitions`` machine (no callbacks)."""
     return Machine(
         model=None,
@@ -156,7 +154,9 @@ STEP_TABLE: Mapping[tuple[StepStatus, StepTrigger], StepStatus] = compile_table(
 )
 
 
-def next_action_status(status: ActionStatus, trigger: ActionTrigger, *, action_id: str = "") -> ActionStatus:
+def next_action_status(
+    status: ActionStatus, trigger: ActionTrigger, *, action_id: str = ""
+) -> ActionStatus:
     """The status *trigger* moves an action in *status* to, or :class:`IllegalTransitionError`."""
     try:
         return ACTION_TABLE[(status, trigger)]

@@ -13,12 +13,12 @@ ignore an id they already hold.  Kinds:
 
 from __future__ import annotations
 
-from enum import Enum
+from enum import StrEnum
 
 from attrs import frozen
 
 
-class MessageKind(str, Enum):
+class MessageKind(StrEnum):
     RUN = "run"
     SETTLE = "settle"
     TIMEOUT = "timeout"

@@ -200,4 +200,6 @@ def _cut_children(tx: Tx, record: ActionRecord, step: StepRecord) -> None:
 
 def _child_failure(step: StepRecord) -> ErrorInfo:
     failed = sorted(step.failures)
-    return ErrorInfo.of("ChildFailed", f"{len(failed)} dependency(ies) unsuccessful: {', '.join(failed)}")
+    return ErrorInfo.of(
+        "ChildFailed", f"{len(failed)} dependency(ies) unsuccessful: {', '.join(failed)}"
+    )

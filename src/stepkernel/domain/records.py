@@ -72,9 +72,7 @@ def _check_step(instance: StepRecord, _attribute: Any, _value: Any) -> None:
         raise ValueError(f"step {instance.index}: settled ids are not all dependencies")
     if not instance.failures <= instance.settled:
         raise ValueError(f"step {instance.index}: failures must be settled")
-    if instance.status is StepStatus.SUCCEEDED and (
-        instance.settled != deps or instance.failures
-    ):
+    if instance.status is StepStatus.SUCCEEDED and (instance.settled != deps or instance.failures):
         raise ValueError(f"step {instance.index}: succeeded with open or failed dependencies")
 
 
@@ -223,7 +221,7 @@ class QueueEntry:
     action_id: str
     checksum_key: str
     checksum: str | None
-    ancestor_lanes: frozenset[str] = field(converter=_frozenset)
+    ancestor_lanes: frozenset[str] = field(default=frozenset(), converter=_frozenset)
     ancestors: tuple[str, ...] = field(default=(), converter=_tuple)
 
 

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from enum import Enum
+from enum import StrEnum
 
 
-class ActionStatus(str, Enum):
+class ActionStatus(StrEnum):
     """Where an action is in its lifecycle (see :mod:`stepkernel.domain.lifecycle`)."""
 
     PENDING = "pending"
@@ -25,7 +25,7 @@ class ActionStatus(str, Enum):
         return self.value
 
 
-class StepStatus(str, Enum):
+class StepStatus(StrEnum):
     """Where a step is: pending (body not applied yet), performing (waiting on its
     dependencies), succeeded or failed."""
 
@@ -42,7 +42,7 @@ class StepStatus(str, Enum):
         return self.value
 
 
-class ActionTrigger(str, Enum):
+class ActionTrigger(StrEnum):
     """Inputs that move an action."""
 
     START = "start"
@@ -54,7 +54,7 @@ class ActionTrigger(str, Enum):
     DEADLOCK = "deadlock"
 
 
-class StepTrigger(str, Enum):
+class StepTrigger(StrEnum):
     """Inputs that move a step."""
 
     BODY_RAN = "body_ran"

@@ -151,7 +151,9 @@ class App:
         encoded = None if payload is None else self.codec.encode(payload)
         cid = completion_id or f"{value.value}:{encoded or ''}"
         decision = self.engine.apply(
-            CompletionRequested(action_id=action_id, completion_id=cid, status=value, payload=encoded)
+            CompletionRequested(
+                action_id=action_id, completion_id=cid, status=value, payload=encoded
+            )
         )
         return self.get(action_id, outcome=decision.outcome)
 

@@ -13,6 +13,7 @@ from typing import Any
 
 import attrs
 
+from stepkernel.domain.encoding import seal
 from stepkernel.domain.errors import (
     ConflictError,
     CorruptRecordError,
@@ -31,7 +32,6 @@ from stepkernel.domain.events import (
     StepBodyRan,
 )
 from stepkernel.domain.ids import child_id
-from stepkernel.domain.encoding import seal
 from stepkernel.domain.kernel import decide, keys_for
 from stepkernel.domain.messages import Message, MessageKind
 from stepkernel.domain.records import (
@@ -222,7 +222,10 @@ class Engine:
         try:
             actor_type = self.registry.actor_type_named(record.actor_type)
             resolved = self.registry.resolve(actor_type, record.name)
-            if index >= len(resolved.steps) or resolved.steps[index].name != record.step_names[index]:
+            if (
+                index >= len(resolved.steps)
+                or resolved.steps[index].name != record.step_names[index]
+            ):
                 raise DefinitionError(
                     f"{record.name}: step {index} is now "
                     f"{resolved.steps[index].name if index < len(resolved.steps) else 'missing'}, "
@@ -237,7 +240,10 @@ class Engine:
         try:
             if resolved.definition.job is not None and body.fn is resolved.definition.job:
                 job = JobHandle(
-                    action_id=record.id, name=record.name, actor=actor, arguments=arguments,
+                    action_id=record.id,
+                    name=record.name,
+                    actor=actor,
+                    arguments=arguments,
                     attempt=attempt,
                 )
                 call_user(body.fn, job)
@@ -296,14 +302,21 @@ class Engine:
         return any(isinstance(exc, kind) for kind in tuple(self.handled))
 
     def _raised(
-        self, record: ActionRecord, resolved: ResolvedAction, index: int, attempt: int, exc: Exception
+        self,
+        record: ActionRecord,
+        resolved: ResolvedAction,
+        index: int,
+        attempt: int,
+        exc: Exception,
     ) -> StepBodyRan | StepBodyRaised:
         info = error_info(exc)
         if self.is_handled(exc):
             return StepBodyRan(record.id, index, attempt, failed=info)
         policy = resolved.definition.retry or self.retry
         if policy.gives_up_after(attempt):
-            log.warning("%s step %s failed after %d attempt(s): %r", record.id, index, attempt + 1, exc)
+            log.warning(
+                "%s step %s failed after %d attempt(s): %r", record.id, index, attempt + 1, exc
+            )
             return StepBodyRaised(record.id, index, attempt, error=info, retry_at=None)
         with self._rng_lock:
             delay = policy.delay(attempt + 1, self.rng)
@@ -352,4 +365,3 @@ class Engine:
             ack=(message.id,),
             preloaded={(ACTION, record.id): record},
         )
-

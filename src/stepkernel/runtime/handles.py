@@ -65,7 +65,7 @@ class StepHandle:
                 "step.on needs an ordered collection (list or tuple): a set's order is not "
                 "stable, and child ids derive from fan-out order"
             )
-        many = isinstance(actors, list | tuple) or isinstance(actors, Iterator)
+        many = isinstance(actors, (list | tuple, Iterator))
         targets = list(actors) if many else [actors]
         canonical_json(list(arguments))
         for actor in targets:
@@ -123,7 +123,9 @@ class JobHandle:
     attempt: int
     completion: tuple[ActionStatus, Any] | None = None
 
-    def complete(self, status: str | ActionStatus = ActionStatus.SUCCEEDED, payload: Any = None) -> None:
+    def complete(
+        self, status: str | ActionStatus = ActionStatus.SUCCEEDED, payload: Any = None
+    ) -> None:
         value = ActionStatus(status)
         if value not in (ActionStatus.SUCCEEDED, ActionStatus.FAILED, ActionStatus.CANCELLED):
             raise InvalidInputError(f"jobs cannot complete as {value.value!r}")

@@ -23,9 +23,7 @@ def missing_wakeups(store: WorkflowStore) -> list[Message]:
     for message in store.queued():
         queued_kinds.setdefault(message.action_id, set()).add(message.kind)
     out: list[Message] = []
-    unfinished = store.find_actions(
-        ActionQuery(statuses=frozenset({ActionStatus.PERFORMING}))
-    )
+    unfinished = store.find_actions(ActionQuery(statuses=frozenset({ActionStatus.PERFORMING})))
     for record in unfinished:
         kinds = queued_kinds.get(record.id, set())
         step = record.current_step

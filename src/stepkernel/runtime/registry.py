@@ -84,7 +84,9 @@ class ActionDefinition:
             _check_resolver(option, getattr(self, option))
         if self.timeout is not None and not isinstance(self.timeout, str):
             if isinstance(self.timeout, bool) or not isinstance(self.timeout, int | float):
-                raise DefinitionError(f"timeout must be seconds or a method name, got {self.timeout!r}")
+                raise DefinitionError(
+                    f"timeout must be seconds or a method name, got {self.timeout!r}"
+                )
             if not self.timeout > 0:
                 raise DefinitionError(f"timeout must be > 0 seconds, got {self.timeout!r}")
         elif isinstance(self.timeout, str):
@@ -180,7 +182,9 @@ class Registry:
         self._actors_by_name: dict[str, ActorType] = {}
         self._actions: dict[tuple[type, str], ActionDefinition] = {}
         self._prepends: dict[tuple[type, str], list[StepDef]] = {}
-        self._pending_callbacks: dict[tuple[type, str], list[tuple[tuple[ActionStatus, ...], Callable[..., Any]]]] = {}
+        self._pending_callbacks: dict[
+            tuple[type, str], list[tuple[tuple[ActionStatus, ...], Callable[..., Any]]]
+        ] = {}
         self.register_actor(str, name="str", key=str, load=str)
         self.register_actor(int, name="int", key=str, load=int)
 
@@ -267,7 +271,9 @@ class Registry:
                 f"actor {type_name}/{key} cannot be loaded: {exc}", actor_type=type_name, key=key
             ) from exc
         if actor is None:
-            raise UnknownActorError(f"actor {type_name}/{key} not found", actor_type=type_name, key=key)
+            raise UnknownActorError(
+                f"actor {type_name}/{key} not found", actor_type=type_name, key=key
+            )
         return actor
 
     # -- actions ---------------------------------------------------------------------------
@@ -331,7 +337,12 @@ class Registry:
         return register
 
     def prepend_step(
-        self, actor: type, name: str, fn: Callable[..., Any] | None = None, *, step_name: str | None = None
+        self,
+        actor: type,
+        name: str,
+        fn: Callable[..., Any] | None = None,
+        *,
+        step_name: str | None = None,
     ) -> Any:
         """Run *fn* before the steps of ``name`` for actors of *actor* (and subclasses)
         only; the class that defines the action is not changed.  Usable as a decorator."""

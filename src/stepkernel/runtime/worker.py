@@ -128,7 +128,9 @@ class Worker:
             self._inflight[worker] = set()
         while not self._stop.is_set():
             try:
-                batch = store.lease(worker=worker, limit=self.batch, lease_seconds=self.lease_seconds)
+                batch = store.lease(
+                    worker=worker, limit=self.batch, lease_seconds=self.lease_seconds
+                )
             except StoreUnavailableError as exc:
                 log.warning("worker %s: store unavailable: %s", worker, exc)
                 self._stop.wait(self.poll)
@@ -157,7 +159,11 @@ class Worker:
             self.processed += 1
         except StoreUnavailableError as exc:
             self.errors += 1
-            log.warning("message %s: store unavailable (%s); it will be redelivered", delivery.message.id, exc)
+            log.warning(
+                "message %s: store unavailable (%s); it will be redelivered",
+                delivery.message.id,
+                exc,
+            )
         except Exception:
             self.errors += 1
             log.exception("message %s failed; it will be redelivered", delivery.message.id)

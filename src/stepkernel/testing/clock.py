@@ -27,8 +27,7 @@ class FakeClock(Clock):
 
     def advance_to(self, when: float) -> float:
         with self._lock:
-            if when > self._now:
-                self._now = when
+            self._now = max(self._now, when)
             return self._now
 
     def sleep(self, seconds: float) -> None:

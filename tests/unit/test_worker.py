@@ -1,0 +1,134 @@
+"""Workers: thread pools leasing messages, on the in-memory store and on SQLite."""
+
+from __future__ import annotations
+
+import threading
+from collections import Counter
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from stepkernel import ActionStatus, App, Registry
+from stepkernel.adapters.memory import InMemoryWorkflowStore
+from stepkernel.ports.store import ActionQuery, WorkflowStore
+from stepkernel.testing import FakeClock
+
+
+class Box:
+    """A trivial actor whose key is its id."""
+
+    def __init__(self, id: int) -> None:
+        self.id = id
+
+
+RUNS: Counter[tuple[str, int]] = Counter()
+_runs_lock = threading.Lock()
+
+
+def _count(step: Any, box: Box) -> None:
+    with _runs_lock:
+        RUNS[(step.action_id, step.index)] += 1
+
+
+def _fan(step: Any, box: Box) -> None:
+    _count(step, box)
+    step.on([Box(box.id * 100 + i) for i in range(5)], "leaf")
+
+
+def registry() -> Registry:
+    reg = Registry()
+    reg.register_actor(Box, key=lambda b: b.id, load=lambda k: Box(int(k)))
+    reg.action(Box, "three", steps=[_count, _count, _count])
+    reg.action(Box, "fan", steps=[_fan, _count])
+    reg.action(Box, "leaf", steps=[_count])
+    return reg
+
+
+def sqlite_store(path: Path) -> WorkflowStore:
+    from stepkernel.adapters.sql.store import SqlWorkflowStore, sqlite_engine
+
+    return SqlWorkflowStore(sqlite_engine(path))
+
+
+@pytest.fixture(params=["memory", "sqlite"])
+def make_store(request: pytest.FixtureRequest, tmp_path: Path) -> Callable[[], WorkflowStore]:
+    """Store factories; the SQLite ones share one database file."""
+    if request.param == "memory":
+        shared = InMemoryWorkflowStore()
+        return lambda: shared
+    return lambda: sqlite_store(tmp_path / "worker.db")
+
+
+def _unfinished(store: WorkflowStore) -> list[Any]:
+    return store.find_actions(
+        ActionQuery(statuses=frozenset({ActionStatus.PENDING, ActionStatus.PERFORMING}))
+    )
+
+
+def test_worker_runs_every_root_to_success(make_store: Callable[[], WorkflowStore]) -> None:
+    """A 2-thread worker drives sequential and fan-out roots to success, each step's
+    outcome applied once."""
+    RUNS.clear()
+    app = App(registry(), make_store())
+    roots = [app.invoke_later(Box(i), "three").id for i in range(20)]
+    roots += [app.invoke_later(Box(1000 + i), "fan").id for i in range(5)]
+    with app.worker(threads=2, poll=0.01) as worker:
+        assert worker.wait_idle(timeout=30)
+    assert not _unfinished(app.store)
+    for root in roots:
+        assert root is not None
+        assert app.get(root).status is ActionStatus.SUCCEEDED
+    assert len(app.store.find_actions(ActionQuery())) == 20 + 5 + 25
+    assert all(count == 1 for count in RUNS.values())
+
+
+def test_two_workers_on_one_store_share_the_work(
+    make_store: Callable[[], WorkflowStore],
+) -> None:
+    """Two apps (two store connections to one database) with a worker each finish every
+    root exactly once between them."""
+    RUNS.clear()
+    first = App(registry(), make_store())
+    second = App(registry(), make_store())
+    roots = [first.invoke_later(Box(i), "three").id for i in range(30)]
+    with first.worker(threads=1, poll=0.01) as a, second.worker(threads=1, poll=0.01) as b:
+        assert a.wait_idle(timeout=30)
+        assert b.wait_idle(timeout=30)
+    assert a.processed + b.processed >= 90
+    for root in roots:
+        assert root is not None
+        assert second.get(root).status is ActionStatus.SUCCEEDED
+    assert sum(RUNS.values()) == 90
+
+
+def test_stop_gives_back_unstarted_leases() -> None:
+    """Stopping a worker releases the leases of messages it had not started, so another
+    worker gets them at once instead of after the lease expires."""
+    clock = FakeClock()
+    store = InMemoryWorkflowStore(clock=clock)
+    app = App(registry(), store, lease_seconds=300)
+    for i in range(10):
+        app.invoke_later(Box(i), "three")
+    leased = store.lease(worker="w", limit=10, lease_seconds=300)
+    assert len(leased) == 10
+    assert store.lease(worker="other", limit=10, lease_seconds=300) == []
+    store.release([d.message.id for d in leased], worker="w")
+    assert len(store.lease(worker="other", limit=10, lease_seconds=300)) == 10
+
+
+def test_a_dead_workers_message_is_redelivered_after_its_lease() -> None:
+    """A worker that leased a message and died (never acknowledged it) loses it when its
+    lease expires; another worker then runs the step."""
+    clock = FakeClock()
+    store = InMemoryWorkflowStore(clock=clock)
+    app = App(registry(), store, lease_seconds=30)
+    root = app.invoke_later(Box(1), "three").id
+    assert root is not None
+    (dead,) = store.lease(worker="dead", limit=1, lease_seconds=30)
+    assert app.run_pending() == 0
+    clock.advance(31)
+    assert app.run_pending() == 3
+    assert app.get(root).status is ActionStatus.SUCCEEDED
+    assert dead.deliveries == 1
