@@ -31,7 +31,9 @@ class Worker:
 
     ``batch`` messages are leased per round trip; ``poll`` is the longest idle sleep;
     leases last ``lease_seconds`` and are extended by a heartbeat while a message is in
-    hand, so a long step body is not delivered twice unless its worker dies.
+    hand, so a long step body is not delivered twice unless its worker dies.  Every
+    ``recover_every`` seconds (``None``: never) the recovery sweep re-creates lost
+    wake-ups.
     """
 
     def __init__(
@@ -43,6 +45,7 @@ class Worker:
         poll: float = 0.05,
         lease_seconds: float | None = None,
         name: str | None = None,
+        recover_every: float | None = 300.0,
     ) -> None:
         if threads < 1 or batch < 1 or poll <= 0:
             raise ValueError("threads and batch must be >= 1, poll > 0")
@@ -51,6 +54,7 @@ class Worker:
         self.batch = batch
         self.poll = poll
         self.lease_seconds = lease_seconds or app.lease_seconds
+        self.recover_every = recover_every
         self.name = name or f"{socket.gethostname()}-{os.getpid()}-{id(self):x}"
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
@@ -72,6 +76,10 @@ class Worker:
         beat = threading.Thread(target=self._heartbeat, name="stepkernel-heartbeat", daemon=True)
         beat.start()
         self._threads.append(beat)
+        if self.recover_every:
+            sweep = threading.Thread(target=self._sweep, name="stepkernel-recovery", daemon=True)
+            sweep.start()
+            self._threads.append(sweep)
         return self
 
     def stop(self, timeout: float | None = 30.0) -> None:
@@ -167,6 +175,18 @@ class Worker:
         except Exception:
             self.errors += 1
             log.exception("message %s failed; it will be redelivered", delivery.message.id)
+
+    def _sweep(self) -> None:
+        """Run the recovery sweep now and then (see :mod:`stepkernel.runtime.recovery`)."""
+        assert self.recover_every
+        while not self._stop.wait(self.recover_every):
+            try:
+                restored = self.app.recover()
+            except Exception:
+                log.exception("recovery sweep failed")
+                continue
+            if restored:
+                log.warning("recovery sweep re-created %d lost wake-up(s)", restored)
 
     def _heartbeat(self) -> None:
         store = self.app.store

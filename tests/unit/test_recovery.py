@@ -1,0 +1,70 @@
+"""The recovery sweep re-creates wake-ups that the queue lost."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from stepkernel import ActionStatus, Registry
+from stepkernel.testing import drain, memory_app
+
+
+class Spot:
+    def __init__(self, id: int) -> None:
+        self.id = id
+
+
+def _registry() -> Registry:
+    reg = Registry()
+    reg.register_actor(Spot, key=lambda s: s.id, load=lambda k: Spot(int(k)))
+
+    def fan(step: Any, spot: Spot) -> None:
+        step.do("leaf")
+
+    reg.action(Spot, "root", steps=[fan, lambda step, spot: None])
+    reg.action(Spot, "leaf", steps=[lambda step, spot: None])
+    reg.action(Spot, "slow", timeout=30, steps=[lambda step, spot: step.wait(3600)])
+    return reg
+
+
+def _lose_queue(app: Any) -> None:
+    app.store.ack([m.id for m in app.store.queued()])
+
+
+def test_recover_recreates_a_lost_run_message() -> None:
+    """A performing action whose run message was lost gets it back and finishes."""
+    app = memory_app(_registry())
+    root = app.invoke_later(Spot(1), "root")
+    _lose_queue(app)
+    assert app.recover() == 1
+    drain(app)
+    assert app.get(root.id or "").status is ActionStatus.SUCCEEDED
+
+
+def test_recover_resends_the_settlement_of_a_finished_child() -> None:
+    """A parent still waiting on a child that already finished is told again."""
+    app = memory_app(_registry())
+    root = app.invoke_now(Spot(1), "root")
+    app.run_pending(limit=1)  # the child runs; its settle message is now queued
+    _lose_queue(app)
+    assert app.get(root.id or "").status is ActionStatus.PERFORMING
+    assert app.recover() == 1
+    drain(app)
+    assert app.get(root.id or "").status is ActionStatus.SUCCEEDED
+
+
+def test_recover_rearms_a_lost_timeout() -> None:
+    """An armed timeout whose timer was lost is armed again and still fires."""
+    app = memory_app(_registry())
+    slow = app.invoke_now(Spot(1), "slow")
+    _lose_queue(app)
+    assert app.recover() == 1
+    drain(app)
+    assert app.get(slow.id or "").status is ActionStatus.TIMED_OUT
+
+
+def test_recover_is_idempotent() -> None:
+    """With nothing lost, the sweep enqueues nothing."""
+    app = memory_app(_registry())
+    app.invoke_later(Spot(1), "root")
+    assert app.recover() == 0
+    assert app.recover() == 0
