@@ -119,6 +119,11 @@ class NotOutboundError(CompletionError):
     """Only outbound (or job-backed) actions can be completed from outside."""
 
 
+class CompletionConflictError(CompletionError):
+    """A different completion was already received for this action (the first one wins;
+    sending the same one again is a no-op, not this error)."""
+
+
 # -- store -------------------------------------------------------------------------------
 
 

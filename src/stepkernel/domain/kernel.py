@@ -11,7 +11,12 @@ naming them.
 
 from __future__ import annotations
 
-from stepkernel.domain.errors import ActionFinishedError, ActionNotFoundError, NotOutboundError
+from stepkernel.domain.errors import (
+    ActionFinishedError,
+    ActionNotFoundError,
+    CompletionConflictError,
+    NotOutboundError,
+)
 from stepkernel.domain.events import (
     ActionSpec,
     CallbacksRan,
@@ -257,6 +262,11 @@ def _delivered(tx: Tx, message: Message) -> Decision:
         record = tx.action(message.action_id)
         if record is None or record.status.terminal:
             return tx.decision("stale")
+        others = tuple(d for d in record.dependents if d.action_id != message.dep)
+        if message.dep and (others or not message.ok):
+            # Shared (it superseded another waiter's child): keep it for the others.
+            tx.put(evolve(record, dependents=others))
+            return tx.decision("detached", record.id)
         finish(
             tx,
             record,
@@ -356,7 +366,12 @@ def _completion_requested(tx: Tx, event: CompletionRequested) -> Decision:
         done = apply_completion(tx, record, completion)
         return tx.decision("applied", done.id, done.status)
     if record.early_completion is not None:
-        return tx.decision("duplicate", record.id, record.status)
+        raise CompletionConflictError(
+            f"action {record.id} already holds completion {record.early_completion.id!r}",
+            action_id=record.id,
+            kept=record.early_completion.id,
+            refused=event.completion_id,
+        )
     tx.put(evolve(record, early_completion=completion))
     return tx.decision("kept", record.id, record.status)
 

@@ -190,7 +190,10 @@ def leave_lane(tx: Tx, record: ActionRecord) -> None:
             if successor is not None and successor.status is ActionStatus.PENDING:
                 lane = evolve(lane, holder=successor.id, holder_checksum=_checksum_pair(successor))
                 tx.put_lane(lane)
-                start(tx, successor)
+                if _achieved(tx, successor):
+                    _succeed_unrun(tx, successor)
+                else:
+                    start(tx, successor)
                 return
         else:
             lane = evolve(lane, holder=None, holder_checksum=None)
@@ -234,6 +237,26 @@ def _deadlocked(
     )
     tx.mark_finished(record.id)
     return Submitted("deadlocked", record.id, (False, ActionStatus.DEADLOCKED))
+
+
+def _achieved(tx: Tx, record: ActionRecord) -> bool:
+    if record.checksum is None:
+        return False
+    tx.need([(ACHIEVEMENT, record.checksum_key)])
+    achieved = tx.achievement(record.checksum_key)
+    return achieved is not None and achieved.checksum == record.checksum
+
+
+def _succeed_unrun(tx: Tx, record: ActionRecord) -> None:
+    """Achieved elsewhere while it queued: start it and succeed at once, running nothing."""
+    from stepkernel.domain.progress import finish  # progress builds on this module
+
+    started = evolve(
+        record,
+        status=next_action_status(record.status, ActionTrigger.START, action_id=record.id),
+        started_at=tx.now,
+    )
+    finish(tx, started, ActionStatus.SUCCEEDED)
 
 
 def _checksum_pair(record: ActionRecord) -> tuple[str, str] | None:

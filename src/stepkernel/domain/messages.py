@@ -7,7 +7,7 @@ ignore an id they already hold.  Kinds:
 ``settle``   tell step ``step`` of ``action_id`` that dependency ``dep`` settled
              (``ok`` = successful, ``status`` = what it ended as); a wait is a delayed settle
 ``timeout``  check ``action_id``'s deadline
-``cancel``   cancel ``action_id`` (its tree is being cut)
+``cancel``   cancel ``action_id`` (its tree is being cut by parent ``dep``)
 ``after``    run the after callbacks of ``action_id``
 """
 
@@ -76,11 +76,18 @@ class Message:
         )
 
     @classmethod
-    def cancel(cls, action_id: str, reason: str, at: float) -> Message:
+    def cancel(
+        cls, action_id: str, reason: str, at: float, *, parent: str = "", own: bool = True
+    ) -> Message:
+        """Cut *action_id* because *parent* (a step waiting on it) ended: an action the
+        parent created (*own*) is cancelled unless other steps wait on it too; otherwise
+        only *parent* lets go of it."""
         return cls(
-            id=f"cancel:{action_id}",
+            id=f"cancel:{action_id}" + ("" if own else f":{parent}"),
             kind=MessageKind.CANCEL,
             action_id=action_id,
+            dep=parent,
+            ok=own,
             status=reason,
             available_at=at,
         )

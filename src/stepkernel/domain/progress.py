@@ -9,7 +9,7 @@ the action into its waiting parents (granting the achievement on success).
 
 from __future__ import annotations
 
-from stepkernel.domain.ids import is_descendant
+from stepkernel.domain.ids import is_wait
 from stepkernel.domain.lanes import leave_lane
 from stepkernel.domain.lifecycle import next_action_status, next_step_status
 from stepkernel.domain.messages import Message
@@ -188,14 +188,23 @@ def settle_out(tx: Tx, record: ActionRecord) -> ActionRecord:
 
 
 def _cut_children(tx: Tx, record: ActionRecord, step: StepRecord) -> None:
-    """Cancel the in-flight children this step created (never joined or shared ones)."""
-    linked = {dep for dep, _target in step.links}
+    """Cut the in-flight actions this step waits on.  Children it created are cancelled
+    (or, when another step waits on them too, only let go of); joined actions it does not
+    own are just let go of, through the same message."""
+    links = dict(step.links)
     for dep in step.dependencies:
-        if dep in step.settled or dep in linked or not is_descendant(dep, record.id):
+        if dep in step.settled or is_wait(dep):
             continue
-        if dep.rsplit(".", 1)[-1].startswith("w"):
-            continue
-        tx.send(Message.cancel(dep, f"parent {record.status.value}", tx.now))
+        target = links.get(dep, dep)
+        tx.send(
+            Message.cancel(
+                target,
+                f"parent {record.status.value}",
+                tx.now,
+                parent=record.id,
+                own=dep not in links,
+            )
+        )
 
 
 def _child_failure(step: StepRecord) -> ErrorInfo:

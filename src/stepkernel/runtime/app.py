@@ -8,7 +8,7 @@ import uuid
 from collections.abc import Callable, Iterator
 from typing import Any
 
-from stepkernel.domain.errors import ActionNotFoundError
+from stepkernel.domain.errors import ActionNotFoundError, ConflictError, InvalidInputError
 from stepkernel.domain.events import (
     ActionSpec,
     CancelRequested,
@@ -16,11 +16,11 @@ from stepkernel.domain.events import (
     RootSubmitted,
 )
 from stepkernel.domain.ids import root_id_for_key
-from stepkernel.domain.messages import Message, MessageKind
-from stepkernel.domain.records import ACTION, ActionRecord
+from stepkernel.domain.messages import Message
+from stepkernel.domain.records import ACTION, ActionRecord, Tombstone
 from stepkernel.domain.status import ActionStatus, StepStatus
 from stepkernel.ports.codec import ArgumentCodec, JsonCodec
-from stepkernel.ports.store import ActionQuery, WorkflowStore
+from stepkernel.ports.store import ActionQuery, Commit, WorkflowStore
 from stepkernel.runtime.engine import Engine
 from stepkernel.runtime.policy import RetryPolicy
 from stepkernel.runtime.prepare import prepare
@@ -28,6 +28,7 @@ from stepkernel.runtime.registry import Registry
 from stepkernel.runtime.snapshot import Action, ActionTree
 
 _NON_TERMINAL = frozenset({ActionStatus.PENDING, ActionStatus.PERFORMING})
+_TERMINAL = frozenset(s for s in ActionStatus if s.terminal)
 
 
 class App:
@@ -264,10 +265,45 @@ class App:
 
         messages = missing_wakeups(self.store)
         if messages:
-            from stepkernel.ports.store import Commit
-
-            self.store.commit(Commit(enqueue=messages))
+            self.store.commit(Commit(enqueue=tuple(messages)))
         return len(messages)
+
+    def prune(self, *, older_than: float) -> int:
+        """Delete every finished tree whose root finished more than *older_than* seconds
+        ago (by the store's clock) and none of whose actions is still running or owes
+        callbacks.  One commit per tree; returns how many actions were deleted."""
+        cutoff = self.store.now() - older_than
+        deleted = 0
+        for root in self.store.find_actions(ActionQuery(statuses=_TERMINAL)):
+            if root.parent is not None or root.finished_at is None or root.finished_at > cutoff:
+                continue
+            tree = self.store.find_actions(ActionQuery(root_id=root.id))
+            if any(not r.settled_for_parents for r in tree):
+                continue
+            try:
+                self.store.commit(
+                    Commit(deletes=tuple(Tombstone(key=r.key, version=r.version) for r in tree))
+                )
+            except ConflictError:
+                continue
+            deleted += len(tree)
+        return deleted
+
+    def retry(self, action_id: str) -> Action:
+        """Invoke a finished root again, with the same actor, name and arguments, as a new
+        root (the old one is kept).  Raises :class:`ActionNotFoundError` for an unknown
+        id and :class:`InvalidInputError` for an unfinished action or a child."""
+        record = self._load(action_id)
+        if record is None:
+            raise ActionNotFoundError(f"no action {action_id!r}", action_id=action_id)
+        if not record.status.terminal or record.parent is not None:
+            raise InvalidInputError(
+                f"only finished roots can be retried; {action_id} is "
+                f"{'a child' if record.parent is not None else record.status.value}",
+                action_id=action_id,
+            )
+        actor = self.registry.load_actor(record.actor_type, record.actor_key)
+        return self.invoke_later(actor, record.name, *self.codec.decode(record.arguments))
 
     def worker(self, **options: Any) -> Any:
         """A :class:`~stepkernel.runtime.worker.Worker` for this app (not started)."""
@@ -277,6 +313,3 @@ class App:
 
     def unfinished(self) -> list[Action]:
         return self.find(ActionQuery(statuses=_NON_TERMINAL))
-
-
-_ = MessageKind

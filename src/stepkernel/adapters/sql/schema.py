@@ -38,6 +38,7 @@ from sqlalchemy import (
     exc,
     select,
 )
+from sqlalchemy.dialects import mysql
 
 from stepkernel.domain.errors import StoreError, StoreUnavailableError
 
@@ -52,6 +53,10 @@ MESSAGE_ID_LENGTH = 400
 
 SCHEMA_VERSION_KEY = "schema_version"
 
+_PAYLOAD = Text().with_variant(mysql.LONGTEXT(), "mysql", "mariadb")
+"""Record and message text: ``TEXT`` (unbounded) except on MySQL, where ``TEXT`` stops at
+64 KiB and big actions need ``LONGTEXT``."""
+
 metadata = MetaData()
 
 records = Table(
@@ -60,7 +65,7 @@ records = Table(
     Column("kind", String(32), primary_key=True),
     Column("key", String(KEY_LENGTH), primary_key=True),
     Column("version", Integer, nullable=False),
-    Column("data", Text, nullable=False),
+    Column("data", _PAYLOAD, nullable=False),
     Column("root_id", String(KEY_LENGTH), nullable=True),
     Column("status", String(32), nullable=True),
     Column("actor_type", String(KEY_LENGTH), nullable=True),
@@ -69,9 +74,7 @@ records = Table(
     Column("created_at", Double, nullable=True),
     Index("ix_sk_records_root", "root_id", "created_at"),
     Index("ix_sk_records_status", "status", "created_at"),
-    Index("ix_sk_records_actor", "actor_type", "actor_key"),
-    Index("ix_sk_records_name", "name"),
-    Index("ix_sk_records_created", "kind", "created_at", "key"),
+    Index("ix_sk_records_actor", "actor_type", "actor_key", "name"),
 )
 
 messages = Table(
@@ -80,13 +83,12 @@ messages = Table(
     Column("id", String(MESSAGE_ID_LENGTH), primary_key=True),
     Column("kind", String(32), nullable=False),
     Column("action_id", String(KEY_LENGTH), nullable=False),
-    Column("data", Text, nullable=False),
+    Column("data", _PAYLOAD, nullable=False),
     Column("available_at", Double, nullable=False),
     Column("owner", String(KEY_LENGTH), nullable=True),
     Column("lease_until", Double, nullable=False),
     Column("deliveries", Integer, nullable=False),
     Column("due", Double, nullable=False),
-    Index("ix_sk_messages_available_at", "available_at"),
     Index("ix_sk_messages_due", "due"),
     Index("ix_sk_messages_action", "action_id"),
 )
@@ -118,8 +120,7 @@ def create_schema(engine: Engine) -> None:
     if stored != SCHEMA_VERSION:
         raise StoreError(
             f"database schema version {stored} does not match this stepkernel's "
-            f"{SCHEMA_VERSION}"
-            + (" (upgrade stepkernel)" if stored > SCHEMA_VERSION else ""),
+            f"{SCHEMA_VERSION}" + (" (upgrade stepkernel)" if stored > SCHEMA_VERSION else ""),
             stored_version=stored,
             code_version=SCHEMA_VERSION,
         )

@@ -32,6 +32,8 @@ from sqlalchemy import (
     func,
     select,
 )
+from sqlalchemy.dialects import registry
+from sqlalchemy.dialects.sqlite.pysqlite import SQLiteDialect_pysqlite
 from sqlalchemy.engine import URL, Connection
 from sqlalchemy.pool import Pool, QueuePool, StaticPool
 
@@ -44,13 +46,16 @@ from stepkernel.ports.clock import Clock, SystemClock
 from stepkernel.ports.store import ActionQuery, Commit, Delivery, WorkflowStore
 
 _READ_ONLY = "stepkernel_read_only"
-"""Execution option the store sets on read transactions; :func:`sqlite_engine` answers
-it with a plain (deferred) ``BEGIN`` instead of ``BEGIN IMMEDIATE``."""
+"""Connection ``info`` flag the store raises while opening a read transaction;
+:func:`sqlite_engine` engines answer it with a deferred ``BEGIN`` (not ``IMMEDIATE``)."""
 
 _CHUNK = 500
 """Most values bound into one ``IN (...)`` list (well under every driver's limit)."""
 
 _SLOW_PATH_ATTEMPTS = 3
+
+_DECODED_CACHE = 4096
+"""Records remembered per store with the exact text they were stored as (see load)."""
 
 _message_encoder = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"))
 
@@ -77,23 +82,22 @@ def sqlite_engine(path: str | os.PathLike[str], *, pool_size: int = 4) -> Engine
     connect_args = {"check_same_thread": False}
     if name in ("", ":memory:"):
         engine = create_engine(
-            "sqlite+pysqlite://", poolclass=StaticPool, connect_args=connect_args
+            f"sqlite+{_DRIVER}://", poolclass=StaticPool, connect_args=connect_args
         )
     else:
         engine = create_engine(
-            URL.create("sqlite+pysqlite", database=name),
+            URL.create(f"sqlite+{_DRIVER}", database=name),
             poolclass=QueuePool,
             pool_size=pool_size,
             max_overflow=pool_size,
             connect_args=connect_args,
         )
     event.listen(engine, "connect", _sqlite_on_connect)
-    event.listen(engine, "begin", _sqlite_on_begin)
     return engine
 
 
 def _sqlite_on_connect(dbapi_connection: Any, _record: Any) -> None:
-    dbapi_connection.isolation_level = None  # we emit BEGIN ourselves (see _sqlite_on_begin)
+    dbapi_connection.isolation_level = None  # BEGIN is ours (see _SQLiteDialect)
     cursor = dbapi_connection.cursor()
     try:
         cursor.execute("PRAGMA busy_timeout=30000")
@@ -104,11 +108,25 @@ def _sqlite_on_connect(dbapi_connection: Any, _record: Any) -> None:
         cursor.close()
 
 
-def _sqlite_on_begin(conn: Connection) -> None:
-    if conn.get_execution_options().get(_READ_ONLY):
-        conn.exec_driver_sql("BEGIN")
-    else:
-        conn.exec_driver_sql("BEGIN IMMEDIATE")
+class _SQLiteDialect(SQLiteDialect_pysqlite):
+    """pysqlite that opens transactions itself: ``BEGIN IMMEDIATE`` for writes, a
+    deferred ``BEGIN`` for the store's reads.
+
+    This is SQLAlchemy's documented recipe for SQLite transactions (driver autocommit
+    plus an explicit ``BEGIN``), done in ``do_begin`` rather than in a ``begin`` engine
+    event: any engine event makes SQLAlchemy dispatch events around every statement,
+    which costs more than the statement itself.  Errors are wrapped by SQLAlchemy.
+    """
+
+    supports_statement_cache = True
+
+    def do_begin(self, dbapi_connection: Any) -> None:
+        read = dbapi_connection.info.get(_READ_ONLY)
+        dbapi_connection.driver_connection.execute("BEGIN" if read else "BEGIN IMMEDIATE")
+
+
+_DRIVER = "stepkernel"
+registry.register(f"sqlite.{_DRIVER}", __name__, "_SQLiteDialect")
 
 
 _LOCKS: weakref.WeakKeyDictionary[Pool, threading.Lock] = weakref.WeakKeyDictionary()
@@ -156,9 +174,7 @@ class SqlWorkflowStore(WorkflowStore):
     ``commits`` counts successful :meth:`commit` calls.
     """
 
-    def __init__(
-        self, engine: Engine, *, clock: Clock | None = None, create: bool = True
-    ) -> None:
+    def __init__(self, engine: Engine, *, clock: Clock | None = None, create: bool = True) -> None:
         if not isinstance(engine, Engine):
             raise TypeError(f"engine must be a sqlalchemy Engine, not {type(engine).__name__}")
         if clock is not None and not isinstance(clock, Clock):
@@ -170,7 +186,10 @@ class SqlWorkflowStore(WorkflowStore):
         self._count_lock = threading.Lock()
         self._closed = False
         self._engine = engine
-        self._read_engine = engine.execution_options(**{_READ_ONLY: True})
+        # (kind, key) -> (stored text, record): a load that reads back exactly the text
+        # remembered reuses the (immutable) record instead of decoding and verifying it
+        # again.  Any other text, e.g. tampered bytes, is decoded and checked as usual.
+        self._decoded: dict[RecordKey, tuple[str, Record]] = {}
         dbapi = engine.dialect.loaded_dbapi
         driver_error = getattr(dbapi, "Error", None)
         self._errors: tuple[type[BaseException], ...] = (exc.SQLAlchemyError,) + (
@@ -179,6 +198,7 @@ class SqlWorkflowStore(WorkflowStore):
             else ()
         )
         dialect = engine.dialect.name
+        self._batched_rowcount = bool(engine.dialect.supports_sane_multi_rowcount)
         sqlite = dialect == "sqlite"
         shared = sqlite and isinstance(engine.pool, StaticPool)
         lock = _pool_lock(engine.pool) if sqlite else None
@@ -192,6 +212,11 @@ class SqlWorkflowStore(WorkflowStore):
         if create:
             create_schema(engine)
 
+    @property
+    def engine(self) -> Engine:
+        """The engine the store runs on (the caller's; for backdoor tests and tools)."""
+        return self._engine
+
     # -- statements ---------------------------------------------------------------------
 
     def _build_statements(self, dialect: str) -> None:
@@ -199,27 +224,34 @@ class SqlWorkflowStore(WorkflowStore):
         self._load_stmt = select(r.c.key, r.c.data).where(
             r.c.kind == bindparam("kind"), r.c.key.in_(bindparam("keys", expanding=True))
         )
+        self._load_one_stmt = select(r.c.data).where(
+            r.c.kind == bindparam("kind"), r.c.key == bindparam("key")
+        )
         versions = select(r.c.key, r.c.version).where(
             r.c.kind == bindparam("kind"), r.c.key.in_(bindparam("keys", expanding=True))
         )
-        self._guard_stmt = versions.with_for_update(read=True)
+        # Guards lock exclusively (FOR UPDATE, not FOR SHARE): a guarded record is often
+        # written in the same transaction, and share-then-upgrade deadlocks under load.
         self._lock_versions_stmt = versions.with_for_update()
+        # The identity columns of an action never change after it is created, so the
+        # update leaves their index entries alone and only *checks* them: a write that
+        # did change one matches no row and takes the slow path, which rewrites the row.
         self._update_stmt = (
             r.update()
             .where(
                 r.c.kind == bindparam("b_kind"),
                 r.c.key == bindparam("b_key"),
                 r.c.version == bindparam("b_prev"),
+                r.c.root_id.is_not_distinct_from(bindparam("b_root_id")),
+                r.c.actor_type.is_not_distinct_from(bindparam("b_actor_type")),
+                r.c.actor_key.is_not_distinct_from(bindparam("b_actor_key")),
+                r.c.name.is_not_distinct_from(bindparam("b_name")),
+                r.c.created_at.is_not_distinct_from(bindparam("b_created_at")),
             )
             .values(
                 version=bindparam("u_version"),
                 data=bindparam("u_data"),
-                root_id=bindparam("u_root_id"),
                 status=bindparam("u_status"),
-                actor_type=bindparam("u_actor_type"),
-                actor_key=bindparam("u_actor_key"),
-                name=bindparam("u_name"),
-                created_at=bindparam("u_created_at"),
             )
         )
         self._delete_stmt = r.delete().where(
@@ -234,9 +266,7 @@ class SqlWorkflowStore(WorkflowStore):
         self._insert_record_stmt, native = _insert_if_absent(dialect, r, ("kind", "key"))
         self._native_upsert = native
         self._insert_message_stmt, _ = _insert_if_absent(dialect, m, ("id",))
-        self._existing_ids_stmt = select(m.c.id).where(
-            m.c.id.in_(bindparam("ids", expanding=True))
-        )
+        self._existing_ids_stmt = select(m.c.id).where(m.c.id.in_(bindparam("ids", expanding=True)))
         self._ack_stmt = m.delete().where(m.c.id == bindparam("b_id"))
         self._due_stmt = (
             select(m.c.id, m.c.data, m.c.deliveries)
@@ -288,8 +318,16 @@ class SqlWorkflowStore(WorkflowStore):
 
     @contextlib.contextmanager
     def _reading(self) -> Iterator[Connection]:
-        with self._read_lock, self._read_engine.connect() as conn, conn.begin():
-            yield conn
+        """A connection in a read transaction (a deferred ``BEGIN`` on SQLite)."""
+        with self._read_lock, self._engine.connect() as conn:
+            info = conn.info
+            info[_READ_ONLY] = True
+            try:
+                transaction = conn.begin()
+            finally:
+                del info[_READ_ONLY]
+            with transaction:
+                yield conn
 
     # -- records -------------------------------------------------------------------------
 
@@ -306,14 +344,36 @@ class SqlWorkflowStore(WorkflowStore):
         try:
             with self._reading() as conn:
                 for kind, names in by_kind.items():
+                    if len(names) == 1:  # the common case: no expanding IN to render
+                        (key,) = names
+                        one = conn.execute(self._load_one_stmt, {"kind": kind, "key": key})
+                        rows.extend((kind, key, text) for (text,) in one)
+                        continue
                     for chunk in _chunks(names):
                         result = conn.execute(self._load_stmt, {"kind": kind, "keys": chunk})
                         rows.extend((kind, key, data) for key, data in result)
         except self._errors as error:
             raise self._unavailable("load", error) from error
+        decoded = self._decoded
         for kind, key, data in rows:
-            found[(kind, key)] = decode_record((kind, key), data)
+            record_key = (kind, key)
+            hit = decoded.get(record_key)
+            if hit is not None and hit[0] == data:
+                found[record_key] = hit[1]
+                continue
+            record = decode_record(record_key, data)
+            self._remember(record_key, data, record)
+            found[record_key] = record
         return found
+
+    def _remember(self, key: RecordKey, text: str, record: Record) -> None:
+        """Cache *record* as the decoding of *text* at *key* (bounded, oldest out)."""
+        decoded = self._decoded
+        decoded.pop(key, None)
+        decoded[key] = (text, record)
+        if len(decoded) > _DECODED_CACHE:
+            with contextlib.suppress(StopIteration, KeyError, RuntimeError):
+                del decoded[next(iter(decoded))]
 
     def commit(self, commit: Commit) -> None:
         """Apply *commit* atomically or raise :class:`ConflictError` changing nothing."""
@@ -333,6 +393,8 @@ class SqlWorkflowStore(WorkflowStore):
                     self._apply_checked(conn, plan)
         except self._errors as error:
             raise self._unavailable("commit", error) from error
+        for row, record in zip(plan.final_rows, plan.final_records, strict=True):
+            self._remember((row["kind"], row["key"]), row["data"], record)
         self._count()
 
     def _count(self) -> None:
@@ -343,13 +405,15 @@ class SqlWorkflowStore(WorkflowStore):
         """The optimistic path: version-checked statements, counting affected rows."""
         if plan.guards:
             self._check_guards(conn, plan)
-        if plan.deletes and _rowcount(conn, self._delete_stmt, plan.deletes) != len(plan.deletes):
+        batched = self._batched_rowcount
+        deletes, updates = plan.deletes, plan.updates
+        if deletes and _rowcount(conn, self._delete_stmt, deletes, batched=batched) != len(deletes):
             raise _SlowPath
-        if plan.updates and _rowcount(conn, self._update_stmt, plan.updates) != len(plan.updates):
+        if updates and _rowcount(conn, self._update_stmt, updates, batched=batched) != len(updates):
             raise _SlowPath
         if plan.inserts:
             if self._native_upsert:
-                inserted = _rowcount(conn, self._insert_record_stmt, plan.inserts)
+                inserted = _rowcount(conn, self._insert_record_stmt, plan.inserts, batched=batched)
                 if inserted != len(plan.inserts):
                     raise _SlowPath
             else:
@@ -360,7 +424,7 @@ class SqlWorkflowStore(WorkflowStore):
         self._apply_queue(conn, plan)
 
     def _check_guards(self, conn: Connection, plan: _Plan) -> None:
-        stored = self._versions(conn, self._guard_stmt, plan.guard_keys)
+        stored = self._versions(conn, self._lock_versions_stmt, plan.guard_keys)
         for key, expected in plan.guards.items():
             _check(key, expected, stored.get((key[0], key[1]), 0))
 
@@ -399,9 +463,7 @@ class SqlWorkflowStore(WorkflowStore):
                     return
             except exc.IntegrityError:
                 continue  # a concurrent insert of a key read as absent: read again
-        raise StoreUnavailableError(
-            "commit kept racing concurrent inserts", operation="commit"
-        )
+        raise StoreUnavailableError("commit kept racing concurrent inserts", operation="commit")
 
     def _apply_queue(self, conn: Connection, plan: _Plan) -> None:
         if plan.acks:
@@ -449,6 +511,15 @@ class SqlWorkflowStore(WorkflowStore):
                     ]
                 else:
                     rows = self._leasable_by_ids(conn, list(dict.fromkeys(ids)), now, limit)
+                # Decoded before granting: a corrupt message leases nothing.
+                out = [
+                    Delivery(
+                        message=_message_from_text(message_id, data),
+                        deliveries=deliveries + 1,
+                        lease_until=until,
+                    )
+                    for message_id, data, deliveries in rows
+                ]
                 if rows:
                     conn.execute(
                         self._grant_stmt,
@@ -456,14 +527,7 @@ class SqlWorkflowStore(WorkflowStore):
                     )
         except self._errors as error:
             raise self._unavailable("lease", error) from error
-        return [
-            Delivery(
-                message=_message_from_text(message_id, data),
-                deliveries=deliveries + 1,
-                lease_until=until,
-            )
-            for message_id, data, deliveries in rows
-        ]
+        return out
 
     def _leasable_by_ids(
         self, conn: Connection, wanted: list[str], now: float, limit: int
@@ -587,6 +651,7 @@ class _Plan:
         "deletes",
         "distinct",
         "enqueue",
+        "final_records",
         "final_rows",
         "guard_keys",
         "guards",
@@ -606,10 +671,12 @@ class _Plan:
         self.inserts: list[dict[str, Any]] = []
         self.write_checks: list[tuple[RecordKey, int]] = []
         final: dict[RecordKey, dict[str, Any]] = {}
+        records_by_key: dict[RecordKey, Record] = {}
         for record in commit.writes:
             key = key_of(record)
             row = _record_row(key, record)
             final[key] = row
+            records_by_key[key] = record
             self.write_checks.append((key, record.version - 1))
             if record.version == 1:
                 self.inserts.append(row)
@@ -619,14 +686,14 @@ class _Plan:
                         "b_kind": key[0],
                         "b_key": key[1],
                         "b_prev": record.version - 1,
+                        "b_root_id": row["root_id"],
+                        "b_actor_type": row["actor_type"],
+                        "b_actor_key": row["actor_key"],
+                        "b_name": row["name"],
+                        "b_created_at": row["created_at"],
                         "u_version": row["version"],
                         "u_data": row["data"],
-                        "u_root_id": row["root_id"],
                         "u_status": row["status"],
-                        "u_actor_type": row["actor_type"],
-                        "u_actor_key": row["actor_key"],
-                        "u_name": row["name"],
-                        "u_created_at": row["created_at"],
                     }
                 )
         touched = [key for key, _ in self.delete_checks] + [key for key, _ in self.write_checks]
@@ -634,6 +701,7 @@ class _Plan:
         self.all_keys = list(dict.fromkeys([*self.guard_keys, *touched]))
         self.clears = [{"b_kind": k[0], "b_key": k[1]} for k in dict.fromkeys(touched)]
         self.final_rows = list(final.values())
+        self.final_records = list(records_by_key.values())
         self.acks = [{"b_id": message_id} for message_id in dict.fromkeys(commit.ack)]
         self.enqueue = [_message_row(message) for message in commit.enqueue]
 
@@ -729,9 +797,19 @@ def _check(key: RecordKey, expected: int, actual: int) -> None:
         )
 
 
-def _rowcount(conn: Connection, stmt: Executable, params: list[dict[str, Any]]) -> int:
-    result: Any = conn.execute(stmt, params)
-    return int(result.rowcount)
+def _rowcount(
+    conn: Connection, stmt: Executable, params: list[dict[str, Any]], *, batched: bool
+) -> int:
+    """Rows affected by *stmt* over *params*: one ``executemany`` when the driver counts
+    them reliably (*batched*), else one execution per row."""
+    if batched or len(params) == 1:
+        result: Any = conn.execute(stmt, params)
+        return int(result.rowcount)
+    total = 0
+    for row in params:
+        result = conn.execute(stmt, row)
+        total += int(result.rowcount)
+    return total
 
 
 def _chunks(items: list[str]) -> Iterator[list[str]]:

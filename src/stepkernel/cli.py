@@ -1,0 +1,257 @@
+"""The ``stepkernel`` command: demo, worker, show, complete, cancel, inspect.
+
+Errors stepkernel raises on purpose (:class:`StepkernelError`) print ``error: <message>``
+on stderr and exit 2; usage errors exit 2 as well (argparse).  ``--app module:attr``
+names the user's :class:`Registry` (or a zero-argument callable returning one); without
+it the demo registry is used.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import json
+import logging
+import os
+import sys
+import time
+from collections import Counter
+from collections.abc import Callable
+from typing import Any
+
+from stepkernel import (
+    ActionTree,
+    App,
+    InvalidInputError,
+    Registry,
+    StepkernelError,
+    Worker,
+    open_app,
+)
+from stepkernel.demo.render import Style, action_line, clock_time, render_tree
+from stepkernel.demo.run import run_demo, style_for
+from stepkernel.demo.workflow import DemoWorld
+from stepkernel.ports.store import ActionQuery
+
+Handler = Callable[[argparse.Namespace], int]
+
+
+def load_registry(spec: str | None) -> Registry:
+    """The registry named by *spec* (``"pkg.module:attr"``), or the demo registry."""
+    if spec is None:
+        return DemoWorld().registry
+    module_name, _, attr = spec.partition(":")
+    if not module_name or not attr:
+        raise InvalidInputError(f"--app needs 'module:attribute', got {spec!r}", app=spec)
+    if os.getcwd() not in sys.path:
+        sys.path.insert(0, os.getcwd())
+    try:
+        target: Any = importlib.import_module(module_name)
+    except ImportError as exc:
+        raise InvalidInputError(f"cannot import {module_name!r}: {exc}", app=spec) from exc
+    for part in attr.split("."):
+        try:
+            target = getattr(target, part)
+        except AttributeError:
+            raise InvalidInputError(
+                f"{module_name!r} has no attribute {attr!r}", app=spec
+            ) from None
+    if not isinstance(target, Registry) and callable(target):
+        target = target()
+    if not isinstance(target, Registry):
+        raise InvalidInputError(
+            f"{spec!r} is not a Registry nor a callable returning one", app=spec
+        )
+    return target
+
+
+def _open(args: argparse.Namespace) -> App:
+    return open_app(load_registry(args.app), args.db)
+
+
+def _style() -> Style:
+    return style_for(sys.stdout)
+
+
+# -- verbs -----------------------------------------------------------------------------------
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    code = run_demo(db=args.db, fast=args.fast)
+    if args.db:
+        print(f"records kept in {args.db}: stepkernel show ID --db {args.db}")
+    return code
+
+
+def cmd_worker(args: argparse.Namespace) -> int:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    world = DemoWorld() if args.app is None else None
+    app = open_app(world.registry, args.db) if world else _open(args)
+    try:
+        if world is not None:
+            world.dns.bind(app)
+        recovered = app.recover()
+        worker: Worker = app.worker(threads=args.threads)
+        print(
+            f"worker {worker.name}: {args.threads} thread(s) on {args.db}; "
+            f"{recovered} wake-up(s) recovered; SIGTERM or Ctrl-C to stop",
+            flush=True,
+        )
+        worker.run_forever()
+        print(f"worker stopped: {worker.processed} message(s), {worker.errors} error(s)")
+    finally:
+        if world is not None:
+            world.dns.stop()
+        app.store.close()
+    return 0
+
+
+def _subtree(tree: ActionTree, action_id: str) -> ActionTree | None:
+    if tree.action.id == action_id:
+        return tree
+    for child in tree.children:
+        found = _subtree(child, action_id)
+        if found is not None:
+            return found
+    return None
+
+
+def cmd_show(args: argparse.Namespace) -> int:
+    app = _open(args)
+    try:
+        action = app.get(args.id)
+        tree = _subtree(app.tree(action.root_id or args.id), args.id)
+        if tree is None:
+            tree = ActionTree(action)
+        print(render_tree(tree, _style(), now=app.store.now(), detail=True))
+    finally:
+        app.store.close()
+    return 0
+
+
+def cmd_complete(args: argparse.Namespace) -> int:
+    try:
+        payload = None if args.payload is None else json.loads(args.payload)
+    except json.JSONDecodeError as exc:
+        raise InvalidInputError(f"--payload is not JSON: {exc}") from None
+    app = _open(args)
+    try:
+        action = app.complete(args.id, args.status, payload)
+        print(action_line(action, _style(), now=app.store.now(), detail=False))
+    finally:
+        app.store.close()
+    return 0
+
+
+def cmd_cancel(args: argparse.Namespace) -> int:
+    app = _open(args)
+    try:
+        action = app.cancel(args.id)
+        print(action_line(action, _style(), now=app.store.now(), detail=False))
+    finally:
+        app.store.close()
+    return 0
+
+
+def cmd_inspect(args: argparse.Namespace) -> int:
+    app = _open(args)
+    try:
+        store = app.store
+        actions = store.find_actions(ActionQuery())
+        by_status = Counter(a.status.value for a in actions)
+        queued = store.queued()
+        by_kind = Counter(m.kind.value for m in queued)
+        now = store.now()
+        due = store.next_due()
+        waiting = [a.id for a in actions if a.awaiting_completion and not a.status.terminal]
+        print(f"store: {args.db}")
+        print(f"actions: {len(actions)}" + _counts(by_status))
+        print(f"queued messages: {len(queued)}" + _counts(by_kind))
+        if due is None:
+            print("next due: nothing queued")
+        else:
+            when = "now" if due <= now else f"in {due - now:.1f}s"
+            print(f"next due: {clock_time(due)} ({when})")
+        print(f"awaiting completion: {len(waiting)}" + "".join(f"\n  {i}" for i in waiting[:20]))
+    finally:
+        store.close()
+    return 0
+
+
+def _counts(counter: Counter[str]) -> str:
+    if not counter:
+        return ""
+    return " (" + ", ".join(f"{k}={v}" for k, v in sorted(counter.items())) + ")"
+
+
+# -- parser ------------------------------------------------------------------------------------
+
+
+def _positive(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
+    return value
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="stepkernel", description=__doc__.split("\n")[0])
+    verbs = parser.add_subparsers(dest="verb", required=True, metavar="VERB")
+
+    def verb(
+        name: str, handler: Handler, help_: str, *, app: bool = True
+    ) -> argparse.ArgumentParser:
+        sub = verbs.add_parser(name, help=help_, description=help_)
+        sub.set_defaults(handler=handler)
+        if app:
+            sub.add_argument(
+                "--db", required=True, metavar="URL", help="memory:// or sqlite:///file.db"
+            )
+            sub.add_argument("--app", metavar="MODULE:ATTR", help="registry (default: the demo's)")
+        return sub
+
+    demo = verb("demo", cmd_demo, "run the deployment demo with a live tree", app=False)
+    demo.add_argument("--db", metavar="URL", help="keep records here (default: a temp SQLite file)")
+    demo.add_argument("--fast", action="store_true", help="shorter simulated delays")
+
+    worker = verb("worker", cmd_worker, "run workers until SIGTERM/SIGINT")
+    worker.add_argument("--threads", type=_positive, default=2, metavar="N")
+
+    show = verb("show", cmd_show, "print an action tree with statuses, timings and errors")
+    show.add_argument("id")
+
+    complete = verb("complete", cmd_complete, "complete an outbound action from outside")
+    complete.add_argument("id")
+    complete.add_argument(
+        "--status", default="succeeded", choices=("succeeded", "failed", "cancelled")
+    )
+    complete.add_argument("--payload", metavar="JSON")
+
+    cancel = verb("cancel", cmd_cancel, "cancel an action and its unfinished descendants")
+    cancel.add_argument("id")
+
+    verb("inspect", cmd_inspect, "counts of actions by status, queued messages, next due time")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the ``stepkernel`` command; returns the exit code."""
+    parser = build_parser()
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exc:
+        return exc.code if isinstance(exc.code, int) else 2
+    handler: Handler = args.handler
+    started = time.monotonic()
+    try:
+        return handler(args)
+    except StepkernelError as exc:
+        print(f"error: {exc.message}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"interrupted after {time.monotonic() - started:.1f}s", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

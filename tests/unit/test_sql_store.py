@@ -1,0 +1,263 @@
+"""Behaviours of the SQL adapter beyond the store contract (schema, engines, errors)."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+import sqlalchemy
+
+from stepkernel.adapters.memory import InMemoryWorkflowStore
+from stepkernel.adapters.sql import SCHEMA_VERSION, SqlWorkflowStore, create_schema, sqlite_engine
+from stepkernel.adapters.sql.schema import messages, meta
+from stepkernel.domain.errors import (
+    ConflictError,
+    CorruptRecordError,
+    StoreError,
+    StoreUnavailableError,
+)
+from stepkernel.domain.messages import Message
+from stepkernel.domain.records import ACHIEVEMENT, AchievementRecord, Tombstone, key_of
+from stepkernel.ports.store import ActionQuery, Commit, WorkflowStore
+from stepkernel.testing import FakeClock
+from stepkernel.testing.contract import achievement, action, bump
+
+
+@pytest.fixture
+def path(tmp_path: Path) -> Path:
+    return tmp_path / "store.db"
+
+
+@pytest.fixture
+def engine(path: Path) -> Iterator[sqlalchemy.Engine]:
+    engine = sqlite_engine(path)
+    yield engine
+    engine.dispose()
+
+
+@pytest.fixture
+def store(engine: sqlalchemy.Engine) -> SqlWorkflowStore:
+    return SqlWorkflowStore(engine, clock=FakeClock())
+
+
+def test_schema_version_recorded(store: SqlWorkflowStore) -> None:
+    """Creating the schema records ``SCHEMA_VERSION`` in ``sk_meta``."""
+    with store.engine.connect() as conn:
+        value = conn.execute(
+            sqlalchemy.select(meta.c.value).where(meta.c.key == "schema_version")
+        ).scalar_one()
+    assert value == str(SCHEMA_VERSION)
+
+
+def test_create_schema_is_idempotent(store: SqlWorkflowStore) -> None:
+    """``create_schema`` on an existing, current schema changes nothing."""
+    store.commit(Commit(writes=[achievement("k1")]))
+    create_schema(store.engine)
+    assert store.load([(ACHIEVEMENT, "k1")])[(ACHIEVEMENT, "k1")] == achievement("k1")
+
+
+def test_newer_schema_version_refused(engine: sqlalchemy.Engine) -> None:
+    """A database written by a newer schema version is refused with a
+    :class:`StoreError` naming both versions."""
+    create_schema(engine)
+    with engine.begin() as conn:
+        conn.execute(meta.update().values(value=str(SCHEMA_VERSION + 1)))
+    with pytest.raises(StoreError) as caught:
+        SqlWorkflowStore(engine)
+    assert not isinstance(caught.value, StoreUnavailableError)
+    assert (caught.value.fields["stored_version"], caught.value.fields["code_version"]) == (
+        SCHEMA_VERSION + 1,
+        SCHEMA_VERSION,
+    )
+
+
+def test_options_validated_early(engine: sqlalchemy.Engine) -> None:
+    """The store takes a configured Engine (not a URL) and a Clock, checked at once."""
+    with pytest.raises(TypeError):
+        SqlWorkflowStore("sqlite://")  # type: ignore[arg-type]
+    with pytest.raises(TypeError):
+        SqlWorkflowStore(engine, clock=object())  # type: ignore[arg-type]
+    with pytest.raises(TypeError):
+        SqlWorkflowStore(engine, create="yes")  # type: ignore[arg-type]
+
+
+def test_sqlite_engine_pragmas(engine: sqlalchemy.Engine) -> None:
+    """``sqlite_engine`` connections run WAL, synchronous NORMAL and a 30 s busy timeout."""
+    with engine.connect() as conn:
+        assert conn.exec_driver_sql("PRAGMA journal_mode").scalar() == "wal"
+        assert conn.exec_driver_sql("PRAGMA synchronous").scalar() == 1
+        assert conn.exec_driver_sql("PRAGMA busy_timeout").scalar() == 30000
+        assert conn.exec_driver_sql("PRAGMA foreign_keys").scalar() == 0
+
+
+def test_two_stores_share_one_file(path: Path) -> None:
+    """Two stores (two engines) on one file see each other's commits and leases."""
+    clock = FakeClock()
+    first_engine, second_engine = sqlite_engine(path), sqlite_engine(path)
+    try:
+        first = SqlWorkflowStore(first_engine, clock=clock)
+        second = SqlWorkflowStore(second_engine, clock=clock)
+        message = Message.run("a1", 0, 0, clock.now())
+        first.commit(Commit(writes=[achievement("k1")], enqueue=[message]))
+        assert second.load([(ACHIEVEMENT, "k1")])[(ACHIEVEMENT, "k1")] == achievement("k1")
+        assert [d.message for d in second.lease(worker="w2", limit=5, lease_seconds=9)] == [message]
+        assert first.lease(worker="w1", limit=5, lease_seconds=9) == []
+    finally:
+        first_engine.dispose()
+        second_engine.dispose()
+
+
+def test_two_engines_racing_lose_no_update(path: Path) -> None:
+    """Threads on two engines (no shared in-process lock) serialise on SQLite's write
+    lock without ``database is locked`` errors, and lose no increment."""
+    engines = [sqlite_engine(path), sqlite_engine(path)]
+    try:
+        stores = [SqlWorkflowStore(e) for e in engines]
+        key = (ACHIEVEMENT, "counter")
+        stores[0].commit(Commit(writes=[achievement("counter", checksum="0")]))
+        errors: list[BaseException] = []
+
+        def work(store: WorkflowStore) -> None:
+            try:
+                for _ in range(30):
+                    while True:
+                        current = store.load([key])[key]
+                        assert isinstance(current, AchievementRecord)
+                        nxt = bump(current, checksum=str(int(current.checksum) + 1))
+                        try:
+                            store.commit(Commit(writes=[nxt]))
+                        except ConflictError:
+                            continue
+                        break
+            except BaseException as error:
+                errors.append(error)
+
+        threads = [threading.Thread(target=work, args=(s,)) for s in stores * 2]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        assert errors == []
+        final = stores[1].load([key])[key]
+        assert isinstance(final, AchievementRecord)
+        assert final.checksum == "120"
+    finally:
+        for e in engines:
+            e.dispose()
+
+
+def test_driver_error_becomes_store_unavailable(store: SqlWorkflowStore) -> None:
+    """A failing database raises :class:`StoreUnavailableError` chained from the
+    driver error; nothing from SQLAlchemy escapes."""
+    with store.engine.begin() as conn:
+        conn.exec_driver_sql("DROP TABLE sk_records")
+        conn.exec_driver_sql("DROP TABLE sk_messages")
+    calls: list[Callable[[], object]] = [
+        lambda: store.load([(ACHIEVEMENT, "k1")]),
+        lambda: store.commit(Commit(writes=[achievement("k1")])),
+        lambda: store.lease(worker="w", limit=1, lease_seconds=1),
+        lambda: store.ack(["m"]),
+        lambda: store.release(["m"], worker="w"),
+        lambda: store.extend(["m"], worker="w", lease_seconds=1),
+        store.next_due,
+        store.queued,
+        lambda: store.find_actions(ActionQuery()),
+    ]
+    for call in calls:
+        with pytest.raises(StoreUnavailableError) as caught:
+            call()
+        assert isinstance(caught.value.__cause__, sqlalchemy.exc.SQLAlchemyError)
+
+
+def test_create_false_leaves_the_database_alone(engine: sqlalchemy.Engine) -> None:
+    """With ``create=False`` no table is created; using the store then fails as
+    unavailable."""
+    store = SqlWorkflowStore(engine, create=False)
+    assert not sqlalchemy.inspect(engine).has_table("sk_records")
+    with pytest.raises(StoreUnavailableError):
+        store.load([(ACHIEVEMENT, "k1")])
+
+
+def test_closed_store_is_unusable(store: SqlWorkflowStore) -> None:
+    """After ``close`` every operation raises :class:`StoreUnavailableError`."""
+    store.close()
+    with pytest.raises(StoreUnavailableError):
+        store.load([(ACHIEVEMENT, "k1")])
+    with pytest.raises(StoreUnavailableError):
+        store.commit(Commit(writes=[achievement("k1")]))
+
+
+def test_corrupt_message_raises(store: SqlWorkflowStore) -> None:
+    """A queued message whose stored text does not decode raises
+    :class:`CorruptRecordError` naming it."""
+    store.commit(Commit(enqueue=[Message.run("a1", 0, 0, 0.0)]))
+    with store.engine.begin() as conn:
+        conn.execute(messages.update().values(data="[]"))
+    with pytest.raises(CorruptRecordError) as caught:
+        store.queued()
+    assert caught.value.fields["key"] == ("message", "run:a1:0:0")
+
+
+def test_changed_identity_columns_are_rewritten(store: SqlWorkflowStore) -> None:
+    """Updates leave an action's identity columns alone; a write that changes one
+    anyway still lands in the indexed columns ``find_actions`` filters on."""
+    first = action("a1", name="deploy")
+    store.commit(Commit(writes=[first]))
+    renamed = bump(first, name="renamed", created_at=7.0)
+    store.commit(Commit(writes=[renamed]))
+    assert store.find_actions(ActionQuery(name="renamed")) == [renamed]
+    assert store.find_actions(ActionQuery(name="deploy")) == []
+    assert store.commits == 2
+
+
+def _same_outcome(commits: list[Commit], store: WorkflowStore) -> list[str]:
+    outcome = []
+    for commit in commits:
+        try:
+            store.commit(commit)
+            outcome.append("ok")
+        except ConflictError as error:
+            outcome.append(f"conflict {error.fields}")
+    return outcome
+
+
+def test_odd_commits_match_the_reference(store: SqlWorkflowStore) -> None:
+    """Commits naming one key twice (delete and rewrite, two writes, a guard and a
+    write) behave exactly as in the in-memory reference adapter."""
+    k = achievement("k")
+    commits = [
+        Commit(writes=[k]),
+        Commit(deletes=[Tombstone(key=key_of(k), version=1)], writes=[bump(k)]),
+        Commit(writes=[bump(bump(k)), bump(bump(bump(k)))]),
+        Commit(guards={key_of(k): 2}, writes=[bump(bump(k))]),
+        Commit(guards={key_of(k): 2}, writes=[achievement("j")]),
+        Commit(enqueue=[Message.run("a", 0, 0, 5.0), Message.run("a", 0, 0, 9.0)]),
+        Commit(ack=["run:a:0:0"], enqueue=[Message.run("a", 0, 0, 7.0)]),
+    ]
+    memory = InMemoryWorkflowStore(clock=store.clock)
+    assert _same_outcome(commits, store) == _same_outcome(commits, memory)
+    keys = [key_of(k), (ACHIEVEMENT, "j")]
+    assert store.load(keys) == memory.load(keys)
+    assert store.queued() == memory.queued()
+    assert store.commits == memory.commits
+
+
+def test_sqlite_engine_validates_pool_size(path: Path) -> None:
+    """``sqlite_engine`` refuses a pool size that is not a positive int."""
+    with pytest.raises(ValueError, match="pool_size"):
+        sqlite_engine(path, pool_size=0)
+
+
+def test_corrupt_message_is_not_leased(store: SqlWorkflowStore) -> None:
+    """A message that does not decode raises :class:`CorruptRecordError` from ``lease``
+    and stays unleased (the lease transaction is rolled back)."""
+    store.commit(Commit(enqueue=[Message.run("a1", 0, 0, 0.0)]))
+    with store.engine.begin() as conn:
+        conn.execute(messages.update().values(data="{"))
+    with pytest.raises(CorruptRecordError):
+        store.lease(worker="w", limit=1, lease_seconds=5)
+    with store.engine.connect() as conn:
+        row = conn.execute(sqlalchemy.select(messages.c.owner, messages.c.deliveries)).one()
+    assert tuple(row) == (None, 0)
