@@ -22,8 +22,8 @@ from benchmarks.workloads import build_registry
 from stepkernel import App
 from stepkernel.adapters.sql.store import SqlWorkflowStore, sqlite_engine
 app = App(build_registry(), SqlWorkflowStore(sqlite_engine(sys.argv[1])))
-print("ready", flush=True)
-app.worker(threads=2, poll=0.01, lease_seconds=30).run_forever()
+worker = app.worker(threads=2, poll=0.01, lease_seconds=30)
+worker.run_forever(ready=lambda: print("ready", flush=True))
 print("stopped", flush=True)
 """
 

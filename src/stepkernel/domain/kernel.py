@@ -38,6 +38,7 @@ from stepkernel.domain.progress import (
     apply_completion,
     finish,
     replace_step,
+    settle_dependency,
     settle_out,
     step_succeeded,
 )
@@ -278,23 +279,8 @@ def _delivered(tx: Tx, message: Message) -> Decision:
 
 
 def _settle(tx: Tx, message: Message) -> Decision:
-    record = tx.action(message.action_id)
-    if record is None or record.status is not ActionStatus.PERFORMING:
-        return tx.decision("stale")
-    step = record.current_step
-    if (
-        step is None
-        or step.index != message.step
-        or step.status is not StepStatus.PERFORMING
-        or message.dep not in step.dependencies
-    ):
-        return tx.decision("stale")
-    if message.dep in step.settled:
-        return tx.decision("duplicate")
-    failures = step.failures | {message.dep} if not message.ok else step.failures
-    step = evolve(step, settled=step.settled | {message.dep}, failures=failures)
-    advance(tx, record, step)
-    return tx.decision("applied", record.id)
+    outcome = settle_dependency(tx, message.action_id, message.step, message.dep, ok=message.ok)
+    return tx.decision(outcome, message.action_id if outcome == "applied" else None)
 
 
 def _timeout(tx: Tx, message: Message) -> Decision:

@@ -15,6 +15,7 @@ from stepkernel.domain.lifecycle import next_action_status, next_step_status
 from stepkernel.domain.messages import Message
 from stepkernel.domain.records import (
     ACHIEVEMENT,
+    ACTION,
     AchievementRecord,
     ActionRecord,
     Completion,
@@ -172,19 +173,35 @@ def settle_out(tx: Tx, record: ActionRecord) -> ActionRecord:
                 key=record.checksum_key, checksum=record.checksum, action_id=record.id
             )
         )
-    for dependent in record.dependents:
-        tx.send(
-            Message.settle(
-                dependent.action_id,
-                dependent.step,
-                dependent.dep_id,
-                ok=ok,
-                status=record.status.value,
-                at=tx.now,
-            )
-        )
     tx.put(record)
+    # Settle straight into the waiting steps, in this same commit: the last child
+    # advances its parent here (and a finished parent its own parents, and so on).
+    tx.need([(ACTION, d.action_id) for d in record.dependents])
+    for dependent in record.dependents:
+        settle_dependency(tx, dependent.action_id, dependent.step, dependent.dep_id, ok=ok)
     return record
+
+
+def settle_dependency(tx: Tx, action_id: str, step_index: int, dep: str, *, ok: bool) -> str:
+    """Mark *dep* settled (``ok`` or not) in step *step_index* of *action_id*, advancing
+    it when nothing else is open.  Returns ``applied``, ``duplicate`` (already settled:
+    settlement is a set, never a count) or ``stale`` (that step no longer waits)."""
+    record = tx.action(action_id)
+    if record is None or record.status is not ActionStatus.PERFORMING:
+        return "stale"
+    step = record.current_step
+    if (
+        step is None
+        or step.index != step_index
+        or step.status is not StepStatus.PERFORMING
+        or dep not in step.dependencies
+    ):
+        return "stale"
+    if dep in step.settled:
+        return "duplicate"
+    failures = step.failures if ok else step.failures | {dep}
+    advance(tx, record, evolve(step, settled=step.settled | {dep}, failures=failures))
+    return "applied"
 
 
 def _cut_children(tx: Tx, record: ActionRecord, step: StepRecord) -> None:

@@ -204,10 +204,12 @@ class Engine:
         event = self.run_body(record)
         keys: list[RecordKey] = []
         if step.index == len(record.step_names) - 1:
-            # The last step may finish the action: it will need its lane (and scope).
+            # The last step may finish the action: it will need its lane, its scope and
+            # the actions waiting on it (it settles into them in the same commit).
             keys.append((LANE, record.concurrency_key))
             if record.checksum is not None:
                 keys.append((ACHIEVEMENT, record.checksum_key))
+            keys.extend((ACTION, d.action_id) for d in record.dependents)
         preloaded: dict[RecordKey, Record | None] = {(ACTION, record.id): record}
         if keys:
             preloaded.update(self.store.load(keys))

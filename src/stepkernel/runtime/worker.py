@@ -14,6 +14,7 @@ import signal
 import socket
 import threading
 import time
+from collections.abc import Callable
 from types import FrameType
 from typing import TYPE_CHECKING
 
@@ -95,19 +96,30 @@ class Worker:
     def __exit__(self, *_exc: object) -> None:
         self.stop()
 
-    def run_forever(self) -> None:
-        """Start, and stop cleanly on SIGTERM or SIGINT (main thread only)."""
+    def run_forever(self, *, ready: Callable[[], None] | None = None) -> None:
+        """Start, and stop cleanly on SIGTERM or SIGINT (main thread only).
+
+        *ready* is called once the signal handlers are installed and the threads run;
+        the previous handlers are restored on the way out.
+        """
 
         def shutdown(_signum: int, _frame: FrameType | None) -> None:
             log.info("worker %s: stopping", self.name)
             self._stop.set()
 
-        signal.signal(signal.SIGTERM, shutdown)
-        signal.signal(signal.SIGINT, shutdown)
-        self.start()
-        while not self._stop.wait(0.2):
-            pass
-        self.stop()
+        previous = {
+            sig: signal.signal(sig, shutdown) for sig in (signal.SIGTERM, signal.SIGINT)
+        }
+        try:
+            self.start()
+            if ready is not None:
+                ready()
+            while not self._stop.wait(0.2):
+                pass
+            self.stop()
+        finally:
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
 
     def wait_idle(self, *, timeout: float = 60.0, settle: float = 0.05) -> bool:
         """Block until the queue has nothing due and nothing in hand (True), or timeout."""
