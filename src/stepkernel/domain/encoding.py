@@ -16,6 +16,7 @@ from typing import Any
 
 from stepkernel.domain.checksum import digest
 from stepkernel.domain.errors import CorruptRecordError
+from stepkernel.domain.messages import Message, MessageKind
 from stepkernel.domain.records import (
     AchievementRecord,
     ActionRecord,
@@ -37,6 +38,7 @@ _dumps = json.JSONEncoder(ensure_ascii=False, allow_nan=False, separators=(",", 
 ACTION_TAG = "A1"
 LANE_TAG = "L1"
 ACHIEVEMENT_TAG = "G1"
+MESSAGE_TAG = "M1"
 
 
 def _error(e: ErrorInfo | None) -> list[str] | None:
@@ -305,3 +307,56 @@ def verify_digest(record: Record) -> None:
             reason="digest mismatch",
         )
     object.__setattr__(record, "state_text", text)
+
+
+def encode_message(message: Message) -> str:
+    """The stored text of a queued message."""
+    return _dumps(
+        [
+            MESSAGE_TAG,
+            message.id,
+            message.kind,
+            message.action_id,
+            message.step,
+            message.attempt,
+            message.dep,
+            message.ok,
+            message.status,
+            message.available_at,
+            [list(k) for k in message.preload],
+        ]
+    )
+
+
+def decode_message(message_id: str, text: str | bytes) -> Message:
+    """Rebuild a queued message from :func:`encode_message` text; anything else raises
+    :class:`CorruptRecordError` with key ``("message", message_id)``."""
+    try:
+        data = json.loads(text)
+        if data[0] != MESSAGE_TAG:
+            raise ValueError(f"unknown message format {data[0]!r}")
+        message = Message(
+            id=data[1],
+            kind=MessageKind(data[2]),
+            action_id=data[3],
+            step=data[4],
+            attempt=data[5],
+            dep=data[6],
+            ok=data[7],
+            status=data[8],
+            available_at=data[9],
+            preload=tuple((k[0], k[1]) for k in data[10]),
+        )
+    except (ValueError, KeyError, TypeError, IndexError) as exc:
+        raise CorruptRecordError(
+            f"message {message_id} does not decode: {exc}",
+            key=("message", message_id),
+            reason=str(exc),
+        ) from None
+    if message.id != message_id:
+        raise CorruptRecordError(
+            f"message stored as {message_id} names {message.id}",
+            key=("message", message_id),
+            reason="id mismatch",
+        )
+    return message

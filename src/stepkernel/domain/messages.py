@@ -39,9 +39,20 @@ class Message:
     ok: bool = True
     status: str = ""
     available_at: float = 0.0
+    preload: tuple[tuple[str, str], ...] = ()
+    """Record keys the handler will probably need besides ``action_id`` (a hint: the
+    runtime loads them with the action, saving a round trip; never required)."""
 
     @classmethod
-    def run(cls, action_id: str, step: int, attempt: int, at: float) -> Message:
+    def run(
+        cls,
+        action_id: str,
+        step: int,
+        attempt: int,
+        at: float,
+        *,
+        preload: tuple[tuple[str, str], ...] = (),
+    ) -> Message:
         return cls(
             id=f"run:{action_id}:{step}:{attempt}",
             kind=MessageKind.RUN,
@@ -49,6 +60,7 @@ class Message:
             step=step,
             attempt=attempt,
             available_at=at,
+            preload=preload,
         )
 
     @classmethod
