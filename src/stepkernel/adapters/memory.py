@@ -12,7 +12,7 @@ import itertools
 import threading
 from collections.abc import Collection, Iterable, Sequence
 
-from stepkernel.domain.errors import ConflictError
+from stepkernel.domain.errors import ConflictError, InvalidInputError
 from stepkernel.domain.messages import Message
 from stepkernel.domain.records import ACTION, ActionRecord, Record, RecordKey, key_of
 from stepkernel.ports.clock import Clock, SystemClock
@@ -67,7 +67,7 @@ class InMemoryWorkflowStore(WorkflowStore):
             for record in commit.writes:
                 _check(key_of(record), record.version - 1, records.get(key_of(record)))
             for tomb in commit.deletes:
-                del records[tomb.key]
+                records.pop(tomb.key, None)
             for record in commit.writes:
                 records[key_of(record)] = record
             for message_id in commit.ack:
@@ -97,8 +97,14 @@ class InMemoryWorkflowStore(WorkflowStore):
         lease_seconds: float,
         ids: Sequence[str] | None = None,
     ) -> list[Delivery]:
+        if lease_seconds <= 0:
+            raise InvalidInputError(
+                f"lease_seconds must be > 0, got {lease_seconds!r}", lease_seconds=lease_seconds
+            )
         now = self.clock.now()
         out: list[Delivery] = []
+        if limit <= 0:
+            return out
         with self._lock:
             if ids is not None:
                 for message_id in ids:
@@ -173,7 +179,7 @@ class InMemoryWorkflowStore(WorkflowStore):
                 if k[0] == ACTION and isinstance(r, ActionRecord) and _matches(r, query)
             ]
         found.sort(key=lambda r: (r.created_at, r.id))
-        return found if query.limit is None else found[: query.limit]
+        return found if query.limit is None else found[: max(query.limit, 0)]
 
     # -- backdoor for tests ----------------------------------------------------------------
 

@@ -30,7 +30,7 @@ from stepkernel.domain.events import (
     StepBodyRan,
 )
 from stepkernel.domain.ids import child_id, wait_id
-from stepkernel.domain.lanes import submit
+from stepkernel.domain.lanes import run_preload, submit
 from stepkernel.domain.lifecycle import next_step_status
 from stepkernel.domain.messages import Message, MessageKind
 from stepkernel.domain.progress import (
@@ -239,7 +239,15 @@ def _body_raised(tx: Tx, event: StepBodyRaised) -> Decision:
     if event.retry_at is not None:
         retried = evolve(step, attempt=step.attempt + 1, error=event.error)
         tx.put(replace_step(record, retried))
-        tx.send(Message.run(record.id, step.index, retried.attempt, event.retry_at))
+        tx.send(
+            Message.run(
+                record.id,
+                step.index,
+                retried.attempt,
+                event.retry_at,
+                preload=run_preload(record, step.index),
+            )
+        )
         return tx.decision("retrying", record.id)
     failed = evolve(
         step,

@@ -17,7 +17,8 @@ Rules (in this order) for a new action on lane ``L`` with checksum ``c`` under k
 
 The wait-for graph is read from the actions themselves, never stored: a pending action
 waits on its lane's holder; a performing action waits on the open dependencies of its
-current step (the children it created, or the actions its links point to).  Cycles can
+current step (the children it created, or the actions its links point to); a waited-on
+action that was superseded stands for the action that superseded it.  Cycles can
 only be closed when a new wait is added, which is exactly rules 3 and 5, so checking
 there finds every deadlock, across lanes, joins and superseding.
 """
@@ -175,8 +176,20 @@ def start(tx: Tx, record: ActionRecord) -> ActionRecord:
         tx.need([(ACHIEVEMENT, record.checksum_key)])
         if tx.achievement(record.checksum_key) is not None:
             tx.delete((ACHIEVEMENT, record.checksum_key))
-    tx.send(Message.run(record.id, 0, 0, tx.now))
+    tx.send(Message.run(record.id, 0, 0, tx.now, preload=run_preload(started, 0)))
     return started
+
+
+def run_preload(record: ActionRecord, index: int) -> tuple[tuple[str, str], ...]:
+    """What running step *index* will probably touch besides the action: when it is the
+    last step, the action may finish, so its lane, scope and waiting parents."""
+    if index != len(record.step_names) - 1:
+        return ()
+    keys: list[tuple[str, str]] = [(LANE, record.concurrency_key)]
+    if record.checksum is not None:
+        keys.append((ACHIEVEMENT, record.checksum_key))
+    keys.extend((ACTION, d.action_id) for d in record.dependents)
+    return tuple(keys)
 
 
 def leave_lane(tx: Tx, record: ActionRecord) -> None:
@@ -307,7 +320,13 @@ def _waits_on(tx: Tx, start: str, targets: frozenset[str]) -> bool:
                 continue
             seen.add(current)
             record = tx.action(current)
-            if record is None or record.status.terminal:
+            if record is None:
+                continue
+            if record.status is ActionStatus.SUPERSEDED and record.superseded_by:
+                # Its waiting parents now wait on the action that superseded it.
+                following.append(record.superseded_by)
+                continue
+            if record.status.terminal:
                 continue
             if record.status is ActionStatus.PENDING:
                 pending.append(record)

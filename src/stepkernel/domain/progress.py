@@ -10,7 +10,7 @@ the action into its waiting parents (granting the achievement on success).
 from __future__ import annotations
 
 from stepkernel.domain.ids import is_wait
-from stepkernel.domain.lanes import leave_lane
+from stepkernel.domain.lanes import leave_lane, run_preload
 from stepkernel.domain.lifecycle import next_action_status, next_step_status
 from stepkernel.domain.messages import Message
 from stepkernel.domain.records import (
@@ -78,7 +78,7 @@ def step_succeeded(tx: Tx, record: ActionRecord, done: StepRecord) -> ActionReco
             ),
         )
         tx.put(record)
-        tx.send(Message.run(record.id, index, 0, tx.now))
+        tx.send(Message.run(record.id, index, 0, tx.now, preload=run_preload(record, index)))
         return record
     if record.outbound:
         if record.early_completion is not None:

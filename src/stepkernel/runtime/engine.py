@@ -35,9 +35,7 @@ from stepkernel.domain.ids import child_id
 from stepkernel.domain.kernel import decide, keys_for
 from stepkernel.domain.messages import Message, MessageKind
 from stepkernel.domain.records import (
-    ACHIEVEMENT,
     ACTION,
-    LANE,
     ActionRecord,
     ErrorInfo,
     Record,
@@ -189,7 +187,10 @@ class Engine:
         return record
 
     def _run_step(self, message: Message) -> Decision:
-        record = self._load_action(message.action_id)
+        key = (ACTION, message.action_id)
+        loaded = self.store.load([key, *message.preload])
+        record = loaded[key]
+        assert record is None or isinstance(record, ActionRecord)
         step = None if record is None else record.current_step
         if (
             record is None
@@ -202,18 +203,7 @@ class Engine:
             self.store.ack((message.id,))
             return Decision(outcome="stale")
         event = self.run_body(record)
-        keys: list[RecordKey] = []
-        if step.index == len(record.step_names) - 1:
-            # The last step may finish the action: it will need its lane, its scope and
-            # the actions waiting on it (it settles into them in the same commit).
-            keys.append((LANE, record.concurrency_key))
-            if record.checksum is not None:
-                keys.append((ACHIEVEMENT, record.checksum_key))
-            keys.extend((ACTION, d.action_id) for d in record.dependents)
-        preloaded: dict[RecordKey, Record | None] = {(ACTION, record.id): record}
-        if keys:
-            preloaded.update(self.store.load(keys))
-        return self.apply(event, ack=(message.id,), preloaded=preloaded)
+        return self.apply(event, ack=(message.id,), preloaded=loaded)
 
     def run_body(self, record: ActionRecord) -> StepBodyRan | StepBodyRaised:
         """Run the current step's body for *record* and describe the outcome as an event."""

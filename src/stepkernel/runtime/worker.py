@@ -107,9 +107,7 @@ class Worker:
             log.info("worker %s: stopping", self.name)
             self._stop.set()
 
-        previous = {
-            sig: signal.signal(sig, shutdown) for sig in (signal.SIGTERM, signal.SIGINT)
-        }
+        previous = {sig: signal.signal(sig, shutdown) for sig in (signal.SIGTERM, signal.SIGINT)}
         try:
             self.start()
             if ready is not None:
