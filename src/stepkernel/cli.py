@@ -1,4 +1,4 @@
-"""The ``stepkernel`` command: demo, worker, show, complete, cancel, inspect.
+"""The ``stepkernel`` command: demo, worker, show, complete, cancel, retry, prune, inspect.
 
 Errors stepkernel raises on purpose (:class:`StepkernelError`) print ``error: <message>``
 on stderr and exit 2; usage errors exit 2 as well (argparse).  ``--app module:attr``
@@ -153,6 +153,26 @@ def cmd_cancel(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_retry(args: argparse.Namespace) -> int:
+    app = _open(args)
+    try:
+        action = app.retry(args.id)
+        print(f"retried {args.id} as {action.id or '(no records)'}: {action.status.value}")
+    finally:
+        app.store.close()
+    return 0
+
+
+def cmd_prune(args: argparse.Namespace) -> int:
+    app = _open(args)
+    try:
+        deleted = app.prune(older_than=args.older_than)
+        print(f"pruned {deleted} action(s) of trees finished over {args.older_than:g}s ago")
+    finally:
+        app.store.close()
+    return 0
+
+
 def cmd_inspect(args: argparse.Namespace) -> int:
     app = _open(args)
     try:
@@ -229,6 +249,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     cancel = verb("cancel", cmd_cancel, "cancel an action and its unfinished descendants")
     cancel.add_argument("id")
+
+    retry = verb("retry", cmd_retry, "invoke a finished root again as a new root")
+    retry.add_argument("id")
+
+    prune = verb("prune", cmd_prune, "delete finished trees older than --older-than seconds")
+    prune.add_argument("--older-than", type=float, default=7 * 24 * 3600.0, metavar="SECONDS")
 
     verb("inspect", cmd_inspect, "counts of actions by status, queued messages, next due time")
     return parser

@@ -14,6 +14,7 @@ from typing import Any
 import pytest
 
 from stepkernel import (
+    ActionNotFoundError,
     ActionStatus,
     InvalidInputError,
     Registry,
@@ -22,6 +23,7 @@ from stepkernel import (
 )
 from stepkernel.cli import load_registry, main
 from stepkernel.demo.workflow import DemoWorld, DnsRecord
+from stepkernel.ports.store import ActionQuery
 
 HOST = "shop.example.com"
 
@@ -296,3 +298,47 @@ def test_main_worker_runs_until_sigterm(url: str, capsys: pytest.CaptureFixture[
     helper.join(5)
     assert _status(url, action.id) is ActionStatus.SUCCEEDED
     assert "worker stopped" in capsys.readouterr().out
+
+
+def test_main_retry_invokes_a_failed_root_again(
+    url: str, fixture_app: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``retry`` re-invokes a finished root with the same actor and arguments as a new
+    root, keeping the old one."""
+    action_id = _invoke(url, "explode")
+    assert main(["retry", action_id, "--db", url, "--app", fixture_app]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith(f"retried {action_id} as ")
+    app = open_app(_fixture_registry(), url)
+    try:
+        roots = app.find(ActionQuery(name="explode"))
+        assert len(roots) == 2
+        assert app.get(action_id).status is ActionStatus.FAILED
+    finally:
+        app.store.close()
+
+
+def test_main_retry_of_unfinished_root_exits_2(
+    url: str, fixture_app: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``retry`` refuses an action that has not finished: exit 2, nothing created."""
+    action_id = _invoke(url, "linger")
+    assert main(["retry", action_id, "--db", url, "--app", fixture_app]) == 2
+    assert capsys.readouterr().err.startswith("error: only finished roots")
+
+
+def test_main_prune_deletes_old_finished_trees(
+    url: str, fixture_app: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``prune --older-than 0`` deletes finished trees and keeps unfinished ones."""
+    finished = _invoke(url, "explode")
+    waiting = _invoke(url, "linger")
+    assert main(["prune", "--older-than", "0", "--db", url, "--app", fixture_app]) == 0
+    assert "pruned 1 action(s)" in capsys.readouterr().out
+    app = open_app(_fixture_registry(), url)
+    try:
+        with pytest.raises(ActionNotFoundError):
+            app.get(finished)
+        assert app.get(waiting).status is ActionStatus.PERFORMING
+    finally:
+        app.store.close()
