@@ -8,7 +8,7 @@ from __future__ import annotations
 import logging
 import random
 import threading
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 import attrs
@@ -42,6 +42,7 @@ from stepkernel.domain.records import (
     RecordKey,
     Tombstone,
 )
+from stepkernel.domain.replay import Entry
 from stepkernel.domain.status import ActionStatus, StepStatus
 from stepkernel.domain.view import Decision, View
 from stepkernel.ports.codec import ArgumentCodec
@@ -81,6 +82,9 @@ class Engine:
         self._rng_lock = threading.Lock()
         self.conflicts = 0
         self.transitions = 0
+        self.journal: Callable[[Entry], None] | None = None
+        """Called with every committed event (see :mod:`stepkernel.domain.replay`); in
+        commit order when one thread commits."""
         self.body_runs = 0
 
     # -- applying events -------------------------------------------------------------------
@@ -104,8 +108,9 @@ class Engine:
             view.update(store.load(missing))
         acked = tuple(ack)
         for _ in range(MAX_TRIES):
+            now = store.now()
             try:
-                decision = decide(View(records=view), event, store.now())
+                decision = decide(View(records=view), event, now)
             except MissingRecordsError as need:
                 view.update(store.load(need.keys))
                 continue
@@ -127,6 +132,8 @@ class Engine:
                 view = store.load(list(view))
                 continue
             self.transitions += 1
+            if self.journal is not None:
+                self.journal(Entry.of(event, now, decision))
             return decision
         raise ConflictError(
             f"gave up on {type(event).__name__} after {MAX_TRIES} conflicting tries",
