@@ -6,7 +6,7 @@ import asyncio
 from typing import Any
 
 import pytest
-from conftest import Server
+from actors import Server
 
 from stepkernel import Action, ActionStatus, App, Registry
 from stepkernel.testing import drain

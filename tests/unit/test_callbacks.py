@@ -7,7 +7,7 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
-from conftest import Server, records
+from actors import Server, records
 
 from stepkernel import Action, ActionStatus, App, DefinitionError, Registry
 from stepkernel.testing import drain, memory_app

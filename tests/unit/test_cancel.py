@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from conftest import Server, records, statuses
+from actors import Server, records, statuses
 
 from stepkernel import ActionFinishedError, ActionNotFoundError, ActionStatus, App, Registry
 from stepkernel.testing import drain

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from conftest import Server, statuses
+from actors import Server, statuses
 
 from stepkernel import App, Registry, StepStatus
 from stepkernel.testing import drain

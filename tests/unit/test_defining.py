@@ -6,7 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from conftest import Fleet, Server, SubServer, records, statuses
+from actors import Fleet, Server, SubServer, records, statuses
 
 from stepkernel import ActionStatus, App, Registry, StepStatus, checksum
 from stepkernel.testing import drain, memory_app

@@ -7,7 +7,7 @@ import itertools
 from typing import Any
 
 import pytest
-from conftest import FAST_RETRY, Server, clock_of
+from actors import FAST_RETRY, Server, clock_of
 
 from stepkernel import ActionStatus, App, Registry, RetryPolicy, StepStatus
 from stepkernel.testing import drain, handle_exceptions, memory_app

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from conftest import Server, records
+from actors import Server, records
 
 from stepkernel import ActionStatus, App, Registry, StepStatus
 from stepkernel.testing import drain

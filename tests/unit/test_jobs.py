@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from conftest import Server
+from actors import Server
 
 from stepkernel import ActionStatus, App, Registry, RetryPolicy
 from stepkernel.testing import drain

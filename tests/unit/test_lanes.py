@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from conftest import Server, statuses
+from actors import Server, statuses
 
 from stepkernel import ActionStatus, App, Registry
 from stepkernel.testing import drain

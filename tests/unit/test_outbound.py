@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from conftest import Server, records
+from actors import Server, records
 
 from stepkernel import (
     ActionFinishedError,

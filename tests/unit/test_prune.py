@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from conftest import Server, clock_of, records
+from actors import Server, clock_of, records
 
 from stepkernel import ActionNotFoundError, ActionStatus, App, InvalidInputError, Registry
 from stepkernel.testing import drain

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from conftest import Server, clock_of
+from actors import Server, clock_of
 
 from stepkernel import ActionStatus, App, Registry, StepStatus
 from stepkernel.testing import drain

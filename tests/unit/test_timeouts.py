@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from conftest import Server, clock_of, statuses
+from actors import Server, clock_of, statuses
 
 from stepkernel import ActionFinishedError, ActionStatus, App, Registry
 from stepkernel.testing import drain

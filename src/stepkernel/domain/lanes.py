@@ -94,24 +94,8 @@ def submit(
                     tx.put(evolve(target, dependents=(*target.dependents, parent)))
                 return Submitted("joined", joined)
 
-    record = ActionRecord(
-        id=spec.id,
-        root_id=root_id,
-        parent=parent,
-        name=spec.name,
-        actor_type=spec.actor_type,
-        actor_key=spec.actor_key,
-        arguments=spec.arguments,
-        step_names=spec.step_names,
-        concurrency_key=spec.concurrency_key,
-        checksum_key=spec.checksum_key,
-        checksum=spec.checksum,
-        outbound=spec.outbound,
-        timeout=spec.timeout,
-        after=spec.after,
-        ancestor_lanes=ancestor_lanes,
-        dependents=() if parent is None else (parent,),
-        created_at=tx.now,
+    record = _pending_record(
+        tx, spec, parent=parent, root_id=root_id, ancestor_lanes=ancestor_lanes
     )
 
     if lane.holder is None and not lane.queue:
@@ -223,7 +207,31 @@ def _deadlocked(
     root_id: str,
     ancestor_lanes: frozenset[str],
 ) -> Submitted:
-    record = ActionRecord(
+    record = _pending_record(
+        tx, spec, parent=parent, root_id=root_id, ancestor_lanes=ancestor_lanes
+    )
+    tx.put(
+        evolve(
+            record,
+            status=next_action_status(record.status, ActionTrigger.DEADLOCK, action_id=record.id),
+            dependents=(),  # its parent step is settled at once, as deadlocked
+            finished_at=tx.now,
+        )
+    )
+    tx.mark_finished(record.id)
+    return Submitted("deadlocked", record.id, (False, ActionStatus.DEADLOCKED))
+
+
+def _pending_record(
+    tx: Tx,
+    spec: ActionSpec,
+    *,
+    parent: Dependent | None,
+    root_id: str,
+    ancestor_lanes: frozenset[str],
+) -> ActionRecord:
+    """The new, pending record of a submitted *spec*."""
+    return ActionRecord(
         id=spec.id,
         root_id=root_id,
         parent=parent,
@@ -239,17 +247,9 @@ def _deadlocked(
         timeout=spec.timeout,
         after=spec.after,
         ancestor_lanes=ancestor_lanes,
+        dependents=() if parent is None else (parent,),
         created_at=tx.now,
     )
-    tx.put(
-        evolve(
-            record,
-            status=next_action_status(record.status, ActionTrigger.DEADLOCK, action_id=record.id),
-            finished_at=tx.now,
-        )
-    )
-    tx.mark_finished(record.id)
-    return Submitted("deadlocked", record.id, (False, ActionStatus.DEADLOCKED))
 
 
 def _achieved(tx: Tx, record: ActionRecord) -> bool:
