@@ -18,15 +18,18 @@ demo: $(STAMP)
 	$(BIN)/stepkernel demo
 
 test: $(STAMP)
-	$(BIN)/ruff check src tests benchmarks docs
-	$(BIN)/mypy
+	$(BIN)/ruff check src tests benchmarks docs typing_tests
+	$(MAKE) --no-print-directory typecheck
 	$(BIN)/pytest -q
 
 lint: $(STAMP)
-	$(BIN)/ruff check src tests benchmarks docs
+	$(BIN)/ruff check src tests benchmarks docs typing_tests
 
 typecheck: $(STAMP)
 	$(BIN)/mypy
+	MYPYPATH=src:tests/unit $(BIN)/mypy --strict tests/unit
+	MYPYPATH=src:tests/property $(BIN)/mypy --strict tests/property
+	$(BIN)/mypy --strict typing_tests benchmarks
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/run.py --write docs/benchmarks.md

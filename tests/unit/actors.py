@@ -50,7 +50,7 @@ class Fleet:
 
 def clock_of(app: App) -> FakeClock:
     """The fake clock of a memory app."""
-    clock = app.store.clock  # type: ignore[attr-defined]
+    clock = app.store.clock
     assert isinstance(clock, FakeClock)
     return clock
 

@@ -72,7 +72,8 @@ def test_unserializable_arguments_from_before_hook_refused(reg: Registry, app: A
 @pytest.mark.parametrize("option", ["concurrency_key", "checksum_key"])
 def test_resolver_returning_non_string(reg: Registry, app: App, option: str) -> None:
     """A key resolver returning a non-string (42) raises ResolverError; nothing stored."""
-    reg.action(Server, "deploy", steps=[lambda step, s: None], **{option: lambda s: 42})
+    options: dict[str, Any] = {option: lambda s: 42}
+    reg.action(Server, "deploy", steps=[lambda step, s: None], **options)
     with pytest.raises(ResolverError):
         app.invoke_later(Server(1), "deploy")
     assert records(app) == {}

@@ -33,7 +33,7 @@ def make_diagrams() -> ModuleType:
 
 def _mermaid_edges(text: str) -> set[tuple[str, str, str]]:
     """``(source, trigger, dest)`` for every labelled edge in mermaid *text*."""
-    edges = set()
+    edges: set[tuple[str, str, str]] = set()
     for source, dest, labels in re.findall(r"^\s*(\w+) --> (\w+): (.+)$", text, re.M):
         edges.update((source, label.strip(), dest) for label in labels.split("|"))
     return edges

@@ -20,9 +20,10 @@ from attrs import frozen
 
 from stepkernel.domain import events as ev
 from stepkernel.domain.errors import MissingRecordsError, ReplayDivergenceError
-from stepkernel.domain.kernel import decide
+from stepkernel.domain.kernel import decide, keys_for
 from stepkernel.domain.messages import Message, MessageKind
-from stepkernel.domain.records import ErrorInfo, Record, RecordKey, key_of
+from stepkernel.domain.lanes import run_preload
+from stepkernel.domain.records import ActionRecord, ErrorInfo, Record, RecordKey, key_of
 from stepkernel.domain.status import ActionStatus
 from stepkernel.domain.view import Decision, View
 
@@ -73,7 +74,7 @@ def replay(
     records; raise :class:`ReplayDivergenceError` at the first digest that differs."""
     state: dict[RecordKey, Record] = dict(records or {})
     for index, entry in enumerate(entries):
-        view: dict[RecordKey, Record | None] = {}
+        view = _first_view(entry.event, state)
         while True:
             try:
                 decision = decide(View(records=view), entry.event, entry.now)
@@ -100,6 +101,19 @@ def replay(
         for record in decision.writes:
             state[key_of(record)] = record
     return state
+
+
+def _first_view(
+    event: ev.Event, state: Mapping[RecordKey, Record]
+) -> dict[RecordKey, Record | None]:
+    """What the runtime would load first: the event's keys, plus the lane, scope and
+    waiting parents of an action whose last step is running (saves re-decisions)."""
+    view: dict[RecordKey, Record | None] = {k: state.get(k) for k in keys_for(event)}
+    for record in list(view.values()):
+        if isinstance(record, ActionRecord) and record.steps:
+            for key in run_preload(record, record.steps[-1].index):
+                view.setdefault(key, state.get(key))
+    return view
 
 
 # -- encoding entries as JSON-ready data ----------------------------------------------------------
