@@ -21,8 +21,8 @@ from attrs import frozen
 from stepkernel.domain import events as ev
 from stepkernel.domain.errors import MissingRecordsError, ReplayDivergenceError
 from stepkernel.domain.kernel import decide, keys_for
-from stepkernel.domain.messages import Message, MessageKind
 from stepkernel.domain.lanes import run_preload
+from stepkernel.domain.messages import Message, MessageKind
 from stepkernel.domain.records import ActionRecord, ErrorInfo, Record, RecordKey, key_of
 from stepkernel.domain.status import ActionStatus
 from stepkernel.domain.view import Decision, View
