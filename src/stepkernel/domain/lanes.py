@@ -94,20 +94,25 @@ def submit(
                     tx.put(evolve(target, dependents=(*target.dependents, parent)))
                 return Submitted("joined", joined)
 
+    if lane.holder is None and not lane.queue:
+        # Free lane: the new action is created already started (one record, not two).
+        started = _pending_record(
+            tx,
+            spec,
+            parent=parent,
+            root_id=root_id,
+            ancestor_lanes=ancestor_lanes,
+            **_start_changes(tx, ActionStatus.PENDING, spec.id, spec.timeout, spec.step_names),
+        )
+        tx.put_lane(
+            LaneRecord(key=lane.key, holder=started.id, holder_checksum=_checksum_pair(started))
+        )
+        _started(tx, started)
+        return Submitted("created", started.id)
+
     record = _pending_record(
         tx, spec, parent=parent, root_id=root_id, ancestor_lanes=ancestor_lanes
     )
-
-    if lane.holder is None and not lane.queue:
-        tx.put_lane(
-            evolve(
-                lane,
-                holder=record.id,
-                holder_checksum=_checksum_pair(record),
-            )
-        )
-        start(tx, record)
-        return Submitted("created", record.id)
 
     ahead = lane.holder or lane.queue[0].action_id
     if parent is not None and _waits_on(tx, ahead, _waiters(tx, parent.action_id)):
@@ -145,23 +150,41 @@ def submit(
 def start(tx: Tx, record: ActionRecord) -> ActionRecord:
     """Move a pending *record* (already the holder of its lane) to performing: arm its
     timeout, erase its scope's achievement, create its first step and ask to run it."""
-    deadline = None if record.timeout is None else tx.now + record.timeout
     started = evolve(
         record,
-        status=next_action_status(record.status, ActionTrigger.START, action_id=record.id),
-        started_at=tx.now,
-        deadline=deadline,
-        steps=(StepRecord(index=0, name=record.step_names[0], started_at=tx.now),),
+        **_start_changes(tx, record.status, record.id, record.timeout, record.step_names),
     )
-    tx.put(started)
-    if deadline is not None:
-        tx.send(Message.timeout(record.id, deadline))
-    if record.checksum is not None:
-        tx.need([(ACHIEVEMENT, record.checksum_key)])
-        if tx.achievement(record.checksum_key) is not None:
-            tx.delete((ACHIEVEMENT, record.checksum_key))
-    tx.send(Message.run(record.id, 0, 0, tx.now, preload=run_preload(started, 0)))
+    _started(tx, started)
     return started
+
+
+def _start_changes(
+    tx: Tx,
+    status: ActionStatus,
+    action_id: str,
+    timeout: float | None,
+    step_names: tuple[str, ...],
+) -> dict[str, object]:
+    """The fields that starting an action sets."""
+    return {
+        "status": next_action_status(status, ActionTrigger.START, action_id=action_id),
+        "started_at": tx.now,
+        "deadline": None if timeout is None else tx.now + timeout,
+        "steps": (StepRecord(index=0, name=step_names[0], started_at=tx.now),),
+    }
+
+
+def _started(tx: Tx, started: ActionRecord) -> None:
+    """What goes with a start: the record, its timer, its scope's achievement erased, and
+    the message that runs its first step."""
+    tx.put(started)
+    if started.deadline is not None:
+        tx.send(Message.timeout(started.id, started.deadline))
+    if started.checksum is not None:
+        tx.need([(ACHIEVEMENT, started.checksum_key)])
+        if tx.achievement(started.checksum_key) is not None:
+            tx.delete((ACHIEVEMENT, started.checksum_key))
+    tx.send(Message.run(started.id, 0, 0, tx.now, preload=run_preload(started, 0)))
 
 
 def run_preload(record: ActionRecord, index: int) -> tuple[tuple[str, str], ...]:
@@ -229,8 +252,9 @@ def _pending_record(
     parent: Dependent | None,
     root_id: str,
     ancestor_lanes: frozenset[str],
+    **changes: object,
 ) -> ActionRecord:
-    """The new, pending record of a submitted *spec*."""
+    """The new record of a submitted *spec*: pending, unless *changes* say otherwise."""
     return ActionRecord(
         id=spec.id,
         root_id=root_id,
@@ -249,6 +273,7 @@ def _pending_record(
         ancestor_lanes=ancestor_lanes,
         dependents=() if parent is None else (parent,),
         created_at=tx.now,
+        **changes,  # type: ignore[arg-type]
     )
 
 
