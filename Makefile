@@ -31,6 +31,9 @@ typecheck: $(STAMP)
 	MYPYPATH=src:tests/property $(BIN)/mypy --strict tests/property
 	$(BIN)/mypy --strict typing_tests benchmarks
 
+soak: $(STAMP)
+	STEPKERNEL_PROFILE=soak $(BIN)/pytest -q tests/property
+
 bench: $(STAMP)
 	$(BIN)/python benchmarks/run.py --write docs/benchmarks.md
 
