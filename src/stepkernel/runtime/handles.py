@@ -6,7 +6,7 @@ the runtime turns what they collected into a kernel event after the user code re
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from attrs import define, field
@@ -47,7 +47,7 @@ class StepHandle:
     attempt: int
     actor: Any
     arguments: tuple[Any, ...]
-    _validate: Any = field(repr=False, default=None)
+    _validate: Callable[[Any, str], object] | None = field(repr=False, default=None)
     children: list[ChildIntent] = field(factory=list)
     waits: list[float] = field(factory=list)
     failure: str | None = None
