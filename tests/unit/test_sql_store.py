@@ -11,7 +11,8 @@ import sqlalchemy
 
 from stepkernel.adapters.memory import InMemoryWorkflowStore
 from stepkernel.adapters.sql import SCHEMA_VERSION, SqlWorkflowStore, create_schema, sqlite_engine
-from stepkernel.adapters.sql.schema import messages, meta
+from stepkernel.adapters.sql.schema import messages, meta, records
+from stepkernel.adapters.sql.statements import CHUNK, Statements
 from stepkernel.domain.errors import (
     ConflictError,
     CorruptRecordError,
@@ -19,10 +20,19 @@ from stepkernel.domain.errors import (
     StoreUnavailableError,
 )
 from stepkernel.domain.messages import Message
-from stepkernel.domain.records import ACHIEVEMENT, AchievementRecord, Tombstone, key_of
+from stepkernel.domain.records import (
+    ACHIEVEMENT,
+    ACTION,
+    LANE,
+    AchievementRecord,
+    RecordKey,
+    Tombstone,
+    key_of,
+)
+from stepkernel.ports.clock import Clock
 from stepkernel.ports.store import ActionQuery, Commit, WorkflowStore
 from stepkernel.testing import FakeClock
-from stepkernel.testing.contract import achievement, action, bump
+from stepkernel.testing.contract import WorkflowStoreContract, achievement, action, bump, lane
 
 
 @pytest.fixture
@@ -261,3 +271,121 @@ def test_corrupt_message_is_not_leased(store: SqlWorkflowStore) -> None:
     with store.engine.connect() as conn:
         row = conn.execute(sqlalchemy.select(messages.c.owner, messages.c.deliveries)).one()
     assert tuple(row) == (None, 0)
+
+
+def _corrupt_action(store: SqlWorkflowStore, action_id: str) -> None:
+    """Backdoor: overwrite an action row's stored text with invalid JSON."""
+    with store.engine.begin() as conn:
+        conn.execute(
+            records.update()
+            .where(records.c.kind == ACTION, records.c.key == action_id)
+            .values(data="{not json")
+        )
+
+
+def test_corrupt_action_carries_stored_version(store: SqlWorkflowStore) -> None:
+    """``load`` of an action row that does not decode raises
+    :class:`CorruptRecordError` with the key and the row's stored ``version``."""
+    first = action("a1")
+    store.commit(Commit(writes=[first]))
+    store.commit(Commit(writes=[bump(first)]))
+    _corrupt_action(store, "a1")
+    with pytest.raises(CorruptRecordError) as caught:
+        store.load([(ACTION, "a1"), (LANE, "l1")])
+    assert (tuple(caught.value.fields["key"]), caught.value.fields["version"]) == (
+        (ACTION, "a1"),
+        2,
+    )
+
+
+def test_find_actions_corrupt_row_carries_stored_version(store: SqlWorkflowStore) -> None:
+    """``find_actions`` meeting an undecodable action row raises
+    :class:`CorruptRecordError` with the row's stored ``version``."""
+    store.commit(Commit(writes=[action("a1")]))
+    _corrupt_action(store, "a1")
+    with pytest.raises(CorruptRecordError) as caught:
+        store.find_actions(ActionQuery())
+    assert caught.value.fields["version"] == 1
+
+
+def test_message_preload_round_trips(store: SqlWorkflowStore) -> None:
+    """A message's ``preload`` keys survive enqueueing, ``queued`` and ``lease``."""
+    message = Message.run("a1", 0, 0, 0.0, preload=((LANE, "l1"), (ACTION, "a0")))
+    store.commit(Commit(enqueue=[message]))
+    assert store.queued() == [message]
+    assert [d.message for d in store.lease(worker="w", limit=1, lease_seconds=5)] == [message]
+
+
+def test_load_more_keys_than_one_statement_binds(store: SqlWorkflowStore) -> None:
+    """``load`` of more keys than one statement binds, of several kinds, present and
+    absent, answers every key with its record or ``None``."""
+    written = [achievement(f"k{i}") for i in range(CHUNK + 10)] + [lane("l1"), action("a1")]
+    store.commit(Commit(writes=written))
+    absent: list[RecordKey] = [(ACHIEVEMENT, "missing"), (LANE, "missing"), (ACTION, "a2")]
+    keys = [key_of(r) for r in written] + absent
+    expected = {key_of(r): r for r in written} | dict.fromkeys(absent)
+    assert store.load(keys) == expected
+
+
+def test_load_sees_each_kind_apart(store: SqlWorkflowStore) -> None:
+    """Keys equal across kinds load as distinct records in one call."""
+    same = [achievement("x"), lane("x")]
+    store.commit(Commit(writes=same))
+    assert store.load([(LANE, "x"), (ACHIEVEMENT, "x"), (ACTION, "x")]) == {
+        (LANE, "x"): same[1],
+        (ACHIEVEMENT, "x"): same[0],
+        (ACTION, "x"): None,
+    }
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "sqlite+pysqlite://",
+        "postgresql+psycopg2://",
+        "postgresql+psycopg://",
+        "mysql+mysqldb://",
+        "mysql+pymysql://",
+        "mariadb+pymysql://",
+    ],
+)
+def test_statements_run_directly_on_every_supported_dialect(url: str) -> None:
+    """``Statements`` compiles every hot statement for the SQLite, PostgreSQL and
+    MySQL/MariaDB drivers into text the DBAPI cursor runs as is, with native
+    insert-if-absent (no database needed: only the dialect)."""
+    engine = sqlalchemy.create_mock_engine(url, lambda *_args, **_kwargs: None)
+    statements = Statements(engine.dialect)
+    assert (statements.direct, statements.native_upsert) == (True, True)
+
+
+def test_direct_option_validated_early(engine: sqlalchemy.Engine) -> None:
+    """``direct`` must be a bool."""
+    with pytest.raises(TypeError, match="direct"):
+        SqlWorkflowStore(engine, direct="yes")  # type: ignore[arg-type]
+
+
+class TestSqliteStoreThroughCore(WorkflowStoreContract):
+    """With ``direct=False`` every statement runs through SQLAlchemy's
+    ``Connection.execute`` (the path for unusual drivers): the store still meets the
+    contract."""
+
+    @pytest.fixture(autouse=True)
+    def _database(self, tmp_path: Path) -> None:
+        self.path = tmp_path / "store.db"
+
+    def make_store(self, clock: Clock) -> WorkflowStore:
+        return SqlWorkflowStore(sqlite_engine(self.path), clock=clock, direct=False)
+
+    def dispose(self, store: WorkflowStore) -> None:
+        assert isinstance(store, SqlWorkflowStore)
+        store.close()
+        store.engine.dispose()
+
+    def corrupt(self, store: WorkflowStore, key: RecordKey) -> None:
+        assert isinstance(store, SqlWorkflowStore)
+        with store.engine.begin() as conn:
+            conn.execute(
+                records.update()
+                .where(records.c.kind == key[0], records.c.key == key[1])
+                .values(data="{not json")
+            )

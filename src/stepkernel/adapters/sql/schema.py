@@ -13,8 +13,10 @@ bounded ``VARCHAR`` keys, ``TEXT`` payloads, ``DOUBLE`` timestamps, no dialect f
     lanes and achievements.
 
 ``sk_messages``
-    One row per queued message, primary key ``id``.  ``data`` holds every message field as
-    JSON.  ``owner``/``lease_until`` describe the current lease (``NULL``/``0`` when none),
+    One row per queued message, primary key ``id``.  ``data`` is the domain's
+    :func:`~stepkernel.domain.encoding.encode_message` text (every field, ``preload``
+    included); ``kind``, ``action_id`` and ``available_at`` are copies.
+    ``owner``/``lease_until`` describe the current lease (``NULL``/``0`` when none),
     ``deliveries`` counts leases granted.  ``due`` is ``available_at`` when not leased and
     ``lease_until`` when leased: the moment the row becomes leasable, so leasing and
     ``next_due`` are one indexed range scan on ``due``.
