@@ -65,6 +65,10 @@ class Dependent:
 
 
 def _check_step(instance: StepRecord, _attribute: Any, _value: Any) -> None:
+    if not instance.dependencies:
+        if instance.settled or instance.failures:
+            raise ValueError(f"step {instance.index}: settled ids are not all dependencies")
+        return
     deps = set(instance.dependencies)
     if len(deps) != len(instance.dependencies):
         raise ValueError(f"step {instance.index}: duplicate dependency ids")

@@ -76,6 +76,11 @@ class ActionDefinition:
     timeout: float | str | None = None
     job: Callable[..., Any] | None = None
     retry: RetryPolicy | None = None
+    _listeners: list[Callable[[], None]] = field(factory=list, repr=False, eq=False)
+
+    def _changed(self) -> None:
+        for listener in self._listeners:
+            listener()
 
     def __attrs_post_init__(self) -> None:
         if not self.name.isidentifier():
@@ -110,6 +115,7 @@ class ActionDefinition:
                 raise DefinitionError(f"a step must be callable, got {body!r}")
             step_name = str(name or getattr(body, "__name__", f"step{len(self.steps)}"))
             self.steps.append(StepDef(name=step_name, fn=body))
+            self._changed()
             return body
 
         return register(fn) if fn is not None else register
@@ -120,6 +126,7 @@ class ActionDefinition:
         if not callable(fn):
             raise DefinitionError(f"a before hook must be callable, got {fn!r}")
         self.before_hooks.append(fn)
+        self._changed()
         return fn
 
     def after(self, *statuses: str | ActionStatus) -> Callable[[F], F]:
@@ -132,6 +139,7 @@ class ActionDefinition:
                 raise DefinitionError(f"a callback must be callable, got {fn!r}")
             for status in resolved:
                 self.callbacks.setdefault(status, []).append(fn)
+            self._changed()
             return fn
 
         return register
@@ -181,6 +189,7 @@ class Registry:
         self._actors: dict[type, ActorType] = {}
         self._actors_by_name: dict[str, ActorType] = {}
         self._actions: dict[tuple[type, str], ActionDefinition] = {}
+        self._resolved: dict[tuple[type, str], ResolvedAction] = {}
         self._prepends: dict[tuple[type, str], list[StepDef]] = {}
         self._pending_callbacks: dict[
             tuple[type, str], list[tuple[tuple[ActionStatus, ...], Callable[..., Any]]]
@@ -215,6 +224,7 @@ class Registry:
             )
         actor_type = ActorType(cls=cls, name=type_name, key=lambda a: str(key_fn(a)), load=load_fn)
         self._actors[cls] = actor_type
+        self._resolved.clear()
         self._actors_by_name[type_name] = actor_type
         return actor_type
 
@@ -319,6 +329,8 @@ class Registry:
         for statuses, fn in self._pending_callbacks.pop((actor, name), []):
             definition.after(*statuses)(fn)
         self._actions[(actor, name)] = definition
+        definition._listeners.append(self._resolved.clear)
+        self._resolved.clear()
         return definition
 
     def after(self, actor: type, name: str, *statuses: str | ActionStatus) -> Callable[[F], F]:
@@ -350,6 +362,7 @@ class Registry:
         def register(body: Callable[..., Any]) -> Callable[..., Any]:
             if not callable(body):
                 raise DefinitionError(f"a step must be callable, got {body!r}")
+            self._resolved.clear()
             self._prepends.setdefault((actor, name), []).insert(
                 0, StepDef(name=str(step_name or getattr(body, "__name__", "prepended")), fn=body)
             )
@@ -358,7 +371,18 @@ class Registry:
         return register(fn) if fn is not None else register
 
     def resolve(self, actor_type: ActorType, name: str) -> ResolvedAction:
-        """The action *name* for actors of *actor_type*, walking the class hierarchy."""
+        """The action *name* for actors of *actor_type*, walking the class hierarchy.
+
+        Cached until the registry or one of its definitions changes.
+        """
+        cached = self._resolved.get((actor_type.cls, name))
+        if cached is not None and cached.actor_type is actor_type:
+            return cached
+        resolved = self._resolve(actor_type, name)
+        self._resolved[(actor_type.cls, name)] = resolved
+        return resolved
+
+    def _resolve(self, actor_type: ActorType, name: str) -> ResolvedAction:
         definition = None
         prepended: list[StepDef] = []
         for klass in actor_type.cls.__mro__:

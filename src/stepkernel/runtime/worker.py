@@ -59,8 +59,10 @@ class Worker:
         self.name = name or f"{socket.gethostname()}-{os.getpid()}-{id(self):x}"
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
-        self._inflight: dict[str, set[str]] = {}
-        self._lock = threading.Lock()
+        # Per thread, the ids of the leased messages it has not finished.  Each thread
+        # only replaces its own entry (an atomic assignment); readers take copies, so
+        # the hot path needs no lock shared between threads.
+        self._inflight: dict[str, frozenset[str]] = {}
         self.processed = 0
         self.errors = 0
 
@@ -125,25 +127,21 @@ class Worker:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             due = store.next_due()
-            with self._lock:
-                busy = any(self._inflight.values())
+            busy = any(dict(self._inflight).values())
             if not busy and (due is None or due > store.now() + settle):
                 time.sleep(settle)
                 due = store.next_due()
-                with self._lock:
-                    busy = any(self._inflight.values())
+                busy = any(dict(self._inflight).values())
                 if not busy and (due is None or due > store.now() + settle):
                     return True
-            time.sleep(settle / 5)
+            time.sleep(settle)
         return False
 
     # -- threads ---------------------------------------------------------------------------
 
     def _loop(self, worker: str) -> None:
         store = self.app.store
-        engine = self.app.engine
-        with self._lock:
-            self._inflight[worker] = set()
+        self._inflight[worker] = frozenset()
         while not self._stop.is_set():
             try:
                 batch = store.lease(
@@ -158,20 +156,16 @@ class Worker:
                 wait = self.poll if due is None else min(self.poll, max(0.0, due - store.now()))
                 self._stop.wait(max(wait, 0.001))
                 continue
-            with self._lock:
-                self._inflight[worker] = {d.message.id for d in batch}
+            held = [d.message.id for d in batch]
             for position, delivery in enumerate(batch):
                 if self._stop.is_set():
-                    rest = [d.message.id for d in batch[position:]]
-                    store.release(rest, worker=worker)
+                    store.release(held[position:], worker=worker)
                     break
-                self._process(engine, delivery)
-                with self._lock:
-                    self._inflight[worker].discard(delivery.message.id)
-            with self._lock:
-                self._inflight[worker] = set()
+                self._inflight[worker] = frozenset(held[position:])
+                self._process(delivery)
+            self._inflight[worker] = frozenset()
 
-    def _process(self, engine: object, delivery: Delivery) -> None:
+    def _process(self, delivery: Delivery) -> None:
         try:
             self.app.engine.handle(delivery)
             self.processed += 1
@@ -202,8 +196,7 @@ class Worker:
         store = self.app.store
         interval = max(self.lease_seconds / 3, 0.05)
         while not self._stop.wait(interval):
-            with self._lock:
-                held = {w: set(ids) for w, ids in self._inflight.items() if ids}
+            held = {w: ids for w, ids in dict(self._inflight).items() if ids}
             for worker, ids in held.items():
                 try:
                     store.extend(ids, worker=worker, lease_seconds=self.lease_seconds)
