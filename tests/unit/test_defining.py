@@ -229,3 +229,18 @@ def test_plain_int_actor() -> None:
     assert (action.status, action.actor_type, action.actor_key) == (
         ActionStatus.SUCCEEDED, "int", "255"
     )
+
+
+def test_steps_added_after_a_first_run_apply_to_later_invocations(
+    reg: Registry, app: App
+) -> None:
+    """The registry caches resolved actions, but a step added (or a subclass step
+    prepended) after an invocation is seen by the next one."""
+    ran: list[str] = []
+    flow = reg.action(Server, "flow", steps=[lambda step, s: ran.append("one")])
+    app.invoke_now(Server(1), "flow")
+    flow.step(lambda step, s: ran.append("two"), name="two")
+    reg.prepend_step(SubServer, "flow", lambda step, s: ran.append("zero"), step_name="zero")
+    app.invoke_now(Server(2), "flow")
+    app.invoke_now(SubServer(3), "flow")
+    assert ran == ["one", "one", "two", "zero", "one", "two"]
