@@ -103,6 +103,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--write", help="write a Markdown report to this path")
     parser.add_argument("--stores", default="memory,sqlite")
     parser.add_argument("--scale", type=float, default=1.0, help="fraction of the roots to run")
+    parser.add_argument("--repeat", type=int, default=3, help="runs per cell; the median is kept")
     args = parser.parse_args(argv)
 
     rows: list[tuple[str, str, dict[str, Any]]] = []
@@ -115,9 +116,18 @@ def main(argv: list[str] | None = None) -> int:
         }
         for store_name in args.stores.split(","):
             for workload, roots in (("W1", 1000), ("W2", 100)):
-                result = run_workload(
-                    stores[store_name], workload, roots=max(1, int(roots * args.scale))
+                runs = sorted(
+                    (
+                        run_workload(
+                            stores[store_name], workload, roots=max(1, int(roots * args.scale))
+                        )
+                        for _ in range(max(1, args.repeat))
+                    ),
+                    key=lambda r: r["steps_per_s"],
                 )
+                result = dict(runs[len(runs) // 2])
+                result["best_steps_per_s"] = runs[-1]["steps_per_s"]
+                result["worst_steps_per_s"] = runs[0]["steps_per_s"]
                 rows.append((store_name, workload, result))
                 print(store_name, workload, {k: round(v, 3) for k, v in result.items()})
     if args.write:
@@ -137,22 +147,67 @@ def _report(k: dict[str, float], rows: list[tuple[str, str, dict[str, Any]]]) ->
         "- **W1**: 1,000 roots x 3 sequential trivial steps.",
         "- **W2**: 100 roots whose first step fans out 20 trivial children, then a final step.",
         "- *commits per step* counts store commits (one atomic transaction each) per step",
-        "  executed; a W2 child costs its own step commit plus one settle commit.",
+        "  executed: a W2 child costs one commit (its step runs, it finishes and settles",
+        "  into its parent's step in the same commit).",
         "",
-        f"**Kernel alone** (`decide` replaying a W1+W2 run's inputs on one core): "
+        f"**Kernel alone** (`decide` replaying a recorded W1+W2 history on one core): "
         f"**{k['events_per_s']:,.0f} events/s** ({k['events']:.0f} events).",
         "",
-        "| store | workload | steps/s | children/s | commits/step | seconds |",
-        "|---|---|---:|---:|---:|---:|",
+        "Each cell is the median of the runs (`--repeat`, default 3); the range gives the",
+        "worst and best steps/s.  Time runs from starting the worker to the last finish the",
+        "store recorded.",
+        "",
+        "| store | workload | steps/s (median) | range | children/s | commits/step | seconds |",
+        "|---|---|---:|---:|---:|---:|---:|",
     ]
     for store, workload, r in rows:
         children = f"{r['children_per_s']:,.0f}" if "children_per_s" in r else "-"
         lines.append(
-            f"| {store} | {workload} | {r['steps_per_s']:,.0f} | {children} | "
+            f"| {store} | {workload} | {r['steps_per_s']:,.0f} | "
+            f"{r['worst_steps_per_s']:,.0f}-{r['best_steps_per_s']:,.0f} | {children} | "
             f"{r['commits_per_step']:.2f} | {r['seconds']:.2f} |"
         )
+    lines.extend(_targets(k, rows))
     lines.append("")
     return "\n".join(lines)
+
+
+TARGETS = (
+    ("kernel alone, events/s", None, None, "events_per_s", 50_000),
+    ("memory W1, steps/s", "memory", "W1", "steps_per_s", 20_000),
+    ("SQLite W1, steps/s", "sqlite", "W1", "steps_per_s", 2_000),
+    ("SQLite W2, children/s", "sqlite", "W2", "children_per_s", 1_500),
+)
+
+
+def _targets(k: dict[str, float], rows: list[tuple[str, str, dict[str, Any]]]) -> list[str]:
+    """The core issue's targets against this run's medians."""
+    cells = {(store, workload): r for store, workload, r in rows}
+    lines = [
+        "",
+        "## Against the targets",
+        "",
+        "| target | wanted | measured | met |",
+        "|---|---:|---:|---|",
+    ]
+    for label, store, workload, field, wanted in TARGETS:
+        source = k if store is None else cells.get((store, str(workload)))
+        if source is None or field not in source:
+            continue
+        value = float(source[field])
+        lines.append(
+            f"| {label} | {wanted:,} | {value:,.0f} | {'yes' if value >= wanted else 'no'} |"
+        )
+    lines += [
+        "",
+        "The kernel figure replays a recorded W1+W2 history through `decide` (every",
+        "committed event, with the view the runtime would load, digests checked).  Most of",
+        "an event's cost is building the successor records (frozen attrs classes, validated",
+        "on construction) and sealing each written record: canonical JSON of its state and",
+        "SHA-256 of the chain.  A W2 fan-out event creates and seals 20 actions and 20",
+        "lanes at once.",
+    ]
+    return lines
 
 
 if __name__ == "__main__":
