@@ -28,7 +28,6 @@ from stepkernel.domain.records import (
     Record,
     RecordKey,
     StepRecord,
-    WaitEdge,
     key_of,
 )
 from stepkernel.domain.status import ActionStatus, StepStatus
@@ -109,17 +108,7 @@ def state_list(record: Record) -> list[Any]:
             record.key,
             record.holder,
             None if record.holder_checksum is None else list(record.holder_checksum),
-            [
-                [
-                    q.action_id,
-                    q.checksum_key,
-                    q.checksum,
-                    sorted(q.ancestor_lanes),
-                    list(q.ancestors),
-                ]
-                for q in record.queue
-            ],
-            [[e.lane, e.action_id, e.holder] for e in record.edges],
+            [[q.action_id, q.checksum_key, q.checksum] for q in record.queue],
         ]
     return [ACHIEVEMENT_TAG, record.key, record.checksum, record.action_id]
 
@@ -229,17 +218,7 @@ def _from_state(state: list[Any], chain: dict[str, Any]) -> Record:
             key=state[1],
             holder=state[2],
             holder_checksum=None if state[3] is None else tuple(state[3]),
-            queue=[
-                QueueEntry(
-                    action_id=q[0],
-                    checksum_key=q[1],
-                    checksum=q[2],
-                    ancestor_lanes=q[3],
-                    ancestors=q[4],
-                )
-                for q in state[4]
-            ],
-            edges=[WaitEdge(lane=e[0], action_id=e[1], holder=e[2]) for e in state[5]],
+            queue=[QueueEntry(action_id=q[0], checksum_key=q[1], checksum=q[2]) for q in state[4]],
             **chain,
         )
     if tag == ACHIEVEMENT_TAG:

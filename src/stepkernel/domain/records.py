@@ -134,7 +134,21 @@ def _check_action(instance: ActionRecord, _attribute: Any, _value: Any) -> None:
 
 
 @frozen
-class ActionRecord:
+class Chained:
+    """What every stored record carries: its version (one more per commit that writes
+    it) and its digest chain -- the previous version's digest, the id of the event that
+    produced this version, and ``digest`` over both and the state.  ``state_text`` caches
+    the canonical state text once sealed (see :mod:`stepkernel.domain.encoding`)."""
+
+    version: int = field(default=0, kw_only=True)
+    prev_digest: str = field(default="", kw_only=True)
+    digest: str = field(default="", kw_only=True)
+    last_event: str = field(default="", kw_only=True)
+    state_text: str | None = field(default=None, init=False, eq=False, repr=False)
+
+
+@frozen
+class ActionRecord(Chained):
     """An action: identity, arguments, resolved keys, steps so far, and its outcome.
 
     ``arguments`` is canonical JSON text of the argument list after the ``before`` hook.
@@ -172,11 +186,6 @@ class ActionRecord:
     created_at: float = 0.0
     started_at: float | None = None
     finished_at: float | None = None
-    version: int = 0
-    prev_digest: str = ""
-    digest: str = ""
-    last_event: str = ""
-    state_text: str | None = field(default=None, init=False, eq=False, repr=False)
 
     @classmethod
     def unreadable(cls, action_id: str, reason: str, now: float) -> ActionRecord:
@@ -225,38 +234,20 @@ class QueueEntry:
     action_id: str
     checksum_key: str
     checksum: str | None
-    ancestor_lanes: frozenset[str] = field(default=frozenset(), converter=_frozenset)
-    ancestors: tuple[str, ...] = field(default=(), converter=_tuple)
 
 
 @frozen
-class WaitEdge:
-    """A descendant of ``holder`` (this lane's holder) is queued on ``lane``."""
-
-    lane: str
-    action_id: str
-    holder: str
-
-
-@frozen
-class LaneRecord:
+class LaneRecord(Chained):
     """A concurrency lane: at most one holder performing, later actions queued FIFO.
 
-    ``edges`` are the lanes this lane's holder (through its descendants) waits on; they
-    form the lane wait-for graph that cross-lane deadlocks are cycles of.  Edges naming a
-    previous holder are ignored.
+    An empty lane is deleted, not kept.  (Deadlock detection reads the wait-for graph
+    from the actions, see :mod:`stepkernel.domain.lanes`; lanes store no edges.)
     """
 
     key: str
     holder: str | None = None
     holder_checksum: tuple[str, str] | None = None
     queue: tuple[QueueEntry, ...] = field(default=(), converter=_tuple)
-    edges: tuple[WaitEdge, ...] = field(default=(), converter=_tuple)
-    version: int = 0
-    prev_digest: str = ""
-    digest: str = ""
-    last_event: str = ""
-    state_text: str | None = field(default=None, init=False, eq=False, repr=False)
 
     @property
     def record_key(self) -> RecordKey:
@@ -266,22 +257,14 @@ class LaneRecord:
     def empty(self) -> bool:
         return self.holder is None and not self.queue
 
-    def live_edges(self) -> tuple[WaitEdge, ...]:
-        return tuple(e for e in self.edges if e.holder == self.holder)
-
 
 @frozen
-class AchievementRecord:
+class AchievementRecord(Chained):
     """The last succeeded checksum under a checksum key."""
 
     key: str
     checksum: str
     action_id: str
-    version: int = 0
-    prev_digest: str = ""
-    digest: str = ""
-    last_event: str = ""
-    state_text: str | None = field(default=None, init=False, eq=False, repr=False)
 
     @property
     def record_key(self) -> RecordKey:

@@ -23,7 +23,6 @@ from stepkernel.domain.records import (
     QueueEntry,
     Record,
     StepRecord,
-    WaitEdge,
 )
 from stepkernel.domain.status import (
     CALLBACK_STATUSES,
@@ -153,8 +152,6 @@ queue_entries = st.builds(
     action_id=_ids,
     checksum_key=st.text(min_size=1, max_size=6),
     checksum=st.none() | st.text(max_size=8),
-    ancestor_lanes=st.frozensets(st.text(min_size=1, max_size=6), max_size=3),
-    ancestors=st.lists(_ids, max_size=2),
 )
 
 lane_records = st.builds(
@@ -163,9 +160,6 @@ lane_records = st.builds(
     holder=st.none() | _ids,
     holder_checksum=st.none() | st.tuples(st.text(max_size=6), st.text(max_size=6)),
     queue=st.lists(queue_entries, max_size=3),
-    edges=st.lists(
-        st.builds(WaitEdge, lane=st.text(max_size=6), action_id=_ids, holder=_ids), max_size=3
-    ),
 )
 
 achievement_records = st.builds(
