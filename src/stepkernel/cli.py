@@ -9,6 +9,7 @@ it the demo registry is used.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib
 import json
 import logging
@@ -16,7 +17,7 @@ import os
 import sys
 import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from stepkernel import (
@@ -65,8 +66,14 @@ def load_registry(spec: str | None) -> Registry:
     return target
 
 
-def _open(args: argparse.Namespace) -> App:
-    return open_app(load_registry(args.app), args.db)
+@contextlib.contextmanager
+def _opened(args: argparse.Namespace) -> Iterator[App]:
+    """The app for ``--app``/``--db``; its store is closed on the way out."""
+    app = open_app(load_registry(args.app), args.db)
+    try:
+        yield app
+    finally:
+        app.store.close()
 
 
 def _style() -> Style:
@@ -86,7 +93,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
 def cmd_worker(args: argparse.Namespace) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     world = DemoWorld() if args.app is None else None
-    app = open_app(world.registry, args.db) if world else _open(args)
+    app = open_app(world.registry if world else load_registry(args.app), args.db)
     try:
         if world is not None:
             world.dns.bind(app)
@@ -117,15 +124,12 @@ def _subtree(tree: ActionTree, action_id: str) -> ActionTree | None:
 
 
 def cmd_show(args: argparse.Namespace) -> int:
-    app = _open(args)
-    try:
+    with _opened(args) as app:
         action = app.get(args.id)
         tree = _subtree(app.tree(action.root_id or args.id), args.id)
         if tree is None:
             tree = ActionTree(action)
         print(render_tree(tree, _style(), now=app.store.now(), detail=True))
-    finally:
-        app.store.close()
     return 0
 
 
@@ -134,48 +138,35 @@ def cmd_complete(args: argparse.Namespace) -> int:
         payload = None if args.payload is None else json.loads(args.payload)
     except json.JSONDecodeError as exc:
         raise InvalidInputError(f"--payload is not JSON: {exc}") from None
-    app = _open(args)
-    try:
+    with _opened(args) as app:
         action = app.complete(args.id, args.status, payload)
         print(action_line(action, _style(), now=app.store.now(), detail=False))
-    finally:
-        app.store.close()
     return 0
 
 
 def cmd_cancel(args: argparse.Namespace) -> int:
-    app = _open(args)
-    try:
+    with _opened(args) as app:
         action = app.cancel(args.id)
         print(action_line(action, _style(), now=app.store.now(), detail=False))
-    finally:
-        app.store.close()
     return 0
 
 
 def cmd_retry(args: argparse.Namespace) -> int:
-    app = _open(args)
-    try:
+    with _opened(args) as app:
         action = app.retry(args.id)
         print(f"retried {args.id} as {action.id or '(no records)'}: {action.status.value}")
-    finally:
-        app.store.close()
     return 0
 
 
 def cmd_prune(args: argparse.Namespace) -> int:
-    app = _open(args)
-    try:
+    with _opened(args) as app:
         deleted = app.prune(older_than=args.older_than)
         print(f"pruned {deleted} action(s) of trees finished over {args.older_than:g}s ago")
-    finally:
-        app.store.close()
     return 0
 
 
 def cmd_inspect(args: argparse.Namespace) -> int:
-    app = _open(args)
-    try:
+    with _opened(args) as app:
         store = app.store
         actions = store.find_actions(ActionQuery())
         by_status = Counter(a.status.value for a in actions)
@@ -193,8 +184,6 @@ def cmd_inspect(args: argparse.Namespace) -> int:
             when = "now" if due <= now else f"in {due - now:.1f}s"
             print(f"next due: {clock_time(due)} ({when})")
         print(f"awaiting completion: {len(waiting)}" + "".join(f"\n  {i}" for i in waiting[:20]))
-    finally:
-        store.close()
     return 0
 
 
