@@ -291,7 +291,28 @@ class Tombstone:
     version: int
 
 
-_INIT: dict[type, tuple[tuple[str, ...], Any]] = {}
+@frozen
+class _Shape:
+    """How to rebuild instances of one record class quickly (see :func:`evolve`)."""
+
+    get_positional: Any  # attrgetter of the positional init fields, in order
+    index: dict[str, int]  # positional field alias -> its index
+    keyword: tuple[str, ...]  # keyword-only init fields
+
+
+_SHAPES: dict[type, _Shape] = {}
+
+
+def _shape(cls: type) -> _Shape:
+    fields = [a for a in attrs.fields(cls) if a.init]
+    positional = tuple(a.alias for a in fields if not a.kw_only)
+    shape = _Shape(
+        get_positional=operator.attrgetter(*positional),
+        index={name: i for i, name in enumerate(positional)},
+        keyword=tuple(a.alias for a in fields if a.kw_only),
+    )
+    _SHAPES[cls] = shape
+    return shape
 
 
 def evolve(inst: _R, **changes: Any) -> _R:
@@ -300,11 +321,14 @@ def evolve(inst: _R, **changes: Any) -> _R:
     Still goes through ``__init__``, so converters and validators check the successor.
     """
     cls = type(inst)
-    known = _INIT.get(cls)
-    if known is None:
-        names = tuple(a.alias for a in attrs.fields(cls) if a.init)  # type: ignore[arg-type]
-        known = (names, operator.attrgetter(*names))
-        _INIT[cls] = known
-    values = dict(zip(known[0], known[1](inst), strict=True))
-    values.update(changes)
-    return cls(**values)
+    shape = _SHAPES.get(cls) or _shape(cls)
+    values = list(shape.get_positional(inst))
+    keywords = {name: getattr(inst, name) for name in shape.keyword}
+    index = shape.index
+    for name, value in changes.items():
+        position = index.get(name)
+        if position is None:
+            keywords[name] = value
+        else:
+            values[position] = value
+    return cls(*values, **keywords)
