@@ -216,7 +216,8 @@ def leave_lane(tx: Tx, record: ActionRecord) -> None:
                     start(tx, successor)
                 return
         else:
-            lane = evolve(lane, holder=None, holder_checksum=None)
+            tx.delete((LANE, lane.key))  # nobody left: an empty lane is not kept
+            return
     else:
         lane = evolve(lane, queue=tuple(q for q in lane.queue if q.action_id != record.id))
     tx.put_lane(lane)

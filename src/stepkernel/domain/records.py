@@ -297,7 +297,6 @@ class _Shape:
 
     get_positional: Any  # attrgetter of the positional init fields, in order
     index: dict[str, int]  # positional field alias -> its index
-    keyword: tuple[str, ...]  # keyword-only init fields
 
 
 _SHAPES: dict[type, _Shape] = {}
@@ -309,21 +308,23 @@ def _shape(cls: type) -> _Shape:
     shape = _Shape(
         get_positional=operator.attrgetter(*positional),
         index={name: i for i, name in enumerate(positional)},
-        keyword=tuple(a.alias for a in fields if a.kw_only),
     )
     _SHAPES[cls] = shape
     return shape
 
 
 def evolve(inst: _R, **changes: Any) -> _R:
-    """``attrs.evolve`` for our records, without its per-call field introspection.
+    """The successor of *inst* with *changes*: ``attrs.evolve`` for our records, minus
+    its per-call field introspection, and *unsealed* -- the version and digest fields
+    (keyword-only, see :class:`Chained`) are not carried over; the kernel seals every
+    record it writes (:func:`stepkernel.domain.encoding.seal`).
 
     Still goes through ``__init__``, so converters and validators check the successor.
     """
     cls = type(inst)
     shape = _SHAPES.get(cls) or _shape(cls)
     values = list(shape.get_positional(inst))
-    keywords = {name: getattr(inst, name) for name in shape.keyword}
+    keywords: dict[str, Any] = {}
     index = shape.index
     for name, value in changes.items():
         position = index.get(name)
