@@ -136,7 +136,7 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-def _report(k: dict[str, float], rows: list[tuple[str, str, dict[str, Any]]]) -> str:
+def _report(k: dict[str, Any], rows: list[tuple[str, str, dict[str, Any]]]) -> str:
     lines = [
         "# Benchmarks",
         "",
@@ -152,6 +152,13 @@ def _report(k: dict[str, float], rows: list[tuple[str, str, dict[str, Any]]]) ->
         "",
         f"**Kernel alone** (`decide` replaying a recorded W1+W2 history on one core): "
         f"**{k['events_per_s']:,.0f} events/s** ({k['events']:.0f} events).",
+        "",
+        "| kernel event | count | us per `decide` |",
+        "|---|---:|---:|",
+        *(
+            f"| {kind} | {count} | {micros:.1f} |"
+            for kind, (count, micros) in k.get("by_kind", {}).items()
+        ),
         "",
         "Each cell is the median of the runs (`--repeat`, default 3); the range gives the",
         "worst and best steps/s.  Time runs from starting the worker to the last finish the",
@@ -180,7 +187,7 @@ TARGETS = (
 )
 
 
-def _targets(k: dict[str, float], rows: list[tuple[str, str, dict[str, Any]]]) -> list[str]:
+def _targets(k: dict[str, Any], rows: list[tuple[str, str, dict[str, Any]]]) -> list[str]:
     """The core issue's targets against this run's medians."""
     cells = {(store, workload): r for store, workload, r in rows}
     lines = [

@@ -74,7 +74,7 @@ def replay(
     records; raise :class:`ReplayDivergenceError` at the first digest that differs."""
     state: dict[RecordKey, Record] = dict(records or {})
     for index, entry in enumerate(entries):
-        view = _first_view(entry.event, state)
+        view = first_view(entry.event, state)
         while True:
             try:
                 decision = decide(View(records=view), entry.event, entry.now)
@@ -103,7 +103,7 @@ def replay(
     return state
 
 
-def _first_view(
+def first_view(
     event: ev.Event, state: Mapping[RecordKey, Record]
 ) -> dict[RecordKey, Record | None]:
     """What the runtime would load first: the event's keys, plus the lane, scope and
