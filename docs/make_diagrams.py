@@ -48,9 +48,8 @@ free, or when the previous holder finishes).  From `performing`: `succeed` when 
 step succeeded (for outbound actions: when the outside completion arrives), `fail` when a
 step failed, `cancel` from outside or when its parent is cut, `time_out` when its
 deadline passes.  From `pending`: `supersede` when a newer action queues on the same
-lane, `deadlock` when it would wait on a lane its own ancestors hold, `cancel`.  `fail`
-from `pending` is allowed by the table; the kernel as of this version fails only
-performing actions.  Every status other than `pending` and `performing` is terminal.
+lane, `deadlock` when it would wait on a lane its own ancestors hold, `cancel`.  Every
+status other than `pending` and `performing` is terminal.
 
 **Step.** Created `pending`; its body runs outside the kernel and the outcome is applied
 as one event.  `body_ran` moves it to `performing` while the children and waits it fanned

@@ -6,9 +6,9 @@ An **action** is created ``pending``.  When its lane is free it *starts* and bec
 arrived), ``failed`` (a step failed), ``cancelled`` (from outside, or its tree was cut),
 or ``timed_out`` (its deadline passed).  A ``pending`` action may instead be
 ``superseded`` (a newer action queued on its lane took over its waiting parents),
-``deadlocked`` (it would queue behind one of its own ancestors), ``cancelled``, or
-``failed`` (its stored record could not be used).  Outbound completion can also end a
-pending action as cancelled or failed.
+``deadlocked`` (it would queue behind one of its own ancestors) or ``cancelled``.  (An
+action whose stored record cannot be read is replaced by a failed stand-in built
+directly, not by an edge of this machine.)
 
 A **step** is created ``pending``.  When the outcome of its body is applied it moves to
 ``performing`` (it now waits on the children and timers it fanned out) and then to
@@ -46,7 +46,6 @@ ACTION_EDGES: tuple[tuple[ActionTrigger, ActionStatus, ActionStatus], ...] = (
     (_AT.START, _A.PENDING, _A.PERFORMING),
     (_AT.SUCCEED, _A.PERFORMING, _A.SUCCEEDED),
     (_AT.FAIL, _A.PERFORMING, _A.FAILED),
-    (_AT.FAIL, _A.PENDING, _A.FAILED),
     (_AT.CANCEL, _A.PENDING, _A.CANCELLED),
     (_AT.CANCEL, _A.PERFORMING, _A.CANCELLED),
     (_AT.SUPERSEDE, _A.PENDING, _A.SUPERSEDED),
