@@ -20,12 +20,16 @@ from typing import Any
 
 import attrs
 import pytest
+import sqlalchemy
+from hypothesis import settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, rule
 
 from stepkernel import ActionStatus, App, CompletionError, Registry, RetryPolicy
 from stepkernel.adapters.memory import InMemoryWorkflowStore
-from stepkernel.domain.encoding import seal, verify_digest
+from stepkernel.adapters.sql.schema import records as sql_records
+from stepkernel.adapters.sql.store import SqlWorkflowStore, sqlite_engine
+from stepkernel.domain.encoding import decode_record, seal, verify_digest
 from stepkernel.domain.messages import Message
 from stepkernel.domain.records import (
     ACTION,
@@ -38,7 +42,7 @@ from stepkernel.domain.records import (
     StepRecord,
 )
 from stepkernel.domain.status import StepStatus
-from stepkernel.ports.store import Commit
+from stepkernel.ports.store import Commit, WorkflowStore
 from stepkernel.testing import FakeClock, drain
 from stepkernel.testing.faults import (
     CRASH_POINTS,
@@ -128,7 +132,7 @@ class CrashMachine(RuleBasedStateMachine):
         self.shapes = shapes
         self.runs: Counter[BodyKey] = Counter()
         self.clock = FakeClock()
-        self.inner = InMemoryWorkflowStore(clock=self.clock)
+        self.inner = self.make_store(self.clock)
         self.store = FaultyStore(
             self.inner,
             rng=random.Random(seed),
@@ -150,7 +154,12 @@ class CrashMachine(RuleBasedStateMachine):
 
     # -- helpers -----------------------------------------------------------------------------
 
+    def make_store(self, clock: FakeClock) -> WorkflowStore:
+        """The store under test (the in-memory reference here)."""
+        return InMemoryWorkflowStore(clock=clock)
+
     def records(self) -> dict[RecordKey, Record]:
+        assert isinstance(self.inner, InMemoryWorkflowStore)
         return self.inner.all_records()
 
     def actions(self) -> list[ActionRecord]:
@@ -349,6 +358,39 @@ def _ran(step: StepRecord) -> bool:
 
 
 TestCrashMachine = CrashMachine.TestCase
+
+
+class SqliteCrashMachine(CrashMachine):
+    """The same machine over the SQL store on SQLite: its commits, leases and
+    redeliveries must keep every invariant under the same faults."""
+
+    def make_store(self, clock: FakeClock) -> WorkflowStore:
+        return SqlWorkflowStore(sqlite_engine(":memory:"), clock=clock)
+
+    def records(self) -> dict[RecordKey, Record]:
+        """Backdoor: every stored record, read from the table, not through the port."""
+        assert isinstance(self.inner, SqlWorkflowStore)
+        with self.inner.engine.connect() as conn:
+            rows = conn.execute(
+                sqlalchemy.select(sql_records.c.kind, sql_records.c.key, sql_records.c.data)
+            ).all()
+        return {(kind, key): decode_record((kind, key), data) for kind, key, data in rows}
+
+    def teardown(self) -> None:
+        try:
+            super().teardown()
+        finally:
+            if getattr(self, "ready", False):
+                assert isinstance(self.inner, SqlWorkflowStore)
+                self.inner.close()
+                self.inner.engine.dispose()
+
+
+TestSqliteCrashMachine = SqliteCrashMachine.TestCase
+_profile = settings()
+TestSqliteCrashMachine.settings = settings(
+    _profile, max_examples=max(10, _profile.max_examples // 4)
+)
 
 
 # -- the fault injector itself ----------------------------------------------------------------
