@@ -53,11 +53,12 @@ def test_recover_resends_the_settlement_of_a_finished_child() -> None:
 
 
 def test_recover_rearms_a_lost_timeout() -> None:
-    """An armed timeout whose timer was lost is armed again and still fires."""
+    """An armed timeout whose timer was lost is armed again and still fires (the step's
+    lost wait timer comes back too)."""
     app = memory_app(_registry())
     slow = app.invoke_now(Spot(1), "slow")
     _lose_queue(app)
-    assert app.recover() == 1
+    assert app.recover() == 2
     drain(app)
     assert app.get(slow.id or "").status is ActionStatus.TIMED_OUT
 
@@ -68,3 +69,19 @@ def test_recover_is_idempotent() -> None:
     app.invoke_later(Spot(1), "root")
     assert app.recover() == 0
     assert app.recover() == 0
+
+
+def test_recover_recreates_a_lost_wait_timer_due_when_it_was_due() -> None:
+    """A step waiting on a timer whose message was lost gets the timer back, due at the
+    time the wait ends (not at once)."""
+    reg = _registry()
+    reg.action(Spot, "nap", steps=[lambda step, spot: step.wait(60), lambda step, spot: None])
+    app = memory_app(reg)
+    nap = app.invoke_now(Spot(1), "nap")
+    due = app.store.next_due()
+    _lose_queue(app)
+    assert app.recover() == 1
+    assert app.store.next_due() == due
+    assert app.run_pending() == 0  # not before its time
+    drain(app)
+    assert app.get(nap.id or "").status is ActionStatus.SUCCEEDED

@@ -57,6 +57,7 @@ def _step(s: StepRecord) -> list[Any]:
         sorted(s.settled) if s.settled else [],
         sorted(s.failures) if s.failures else [],
         [list(pair) for pair in s.links],
+        [list(pair) for pair in s.wakes],
         _error(s.error),
         s.started_at,
         s.finished_at,
@@ -169,9 +170,10 @@ def _step_from(v: list[Any]) -> StepRecord:
         settled=v[5],
         failures=v[6],
         links=[tuple(p) for p in v[7]],
-        error=_error_from(v[8]),
-        started_at=v[9],
-        finished_at=v[10],
+        wakes=[(w[0], float(w[1])) for w in v[8]],
+        error=_error_from(v[9]),
+        started_at=v[10],
+        finished_at=v[11],
     )
 
 

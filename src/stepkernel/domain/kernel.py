@@ -32,7 +32,7 @@ from stepkernel.domain.events import (
 from stepkernel.domain.ids import child_id, wait_id
 from stepkernel.domain.lanes import run_preload, submit
 from stepkernel.domain.lifecycle import next_step_status
-from stepkernel.domain.messages import Message, MessageKind
+from stepkernel.domain.messages import Message, MessageKind, wait_message
 from stepkernel.domain.progress import (
     advance,
     apply_completion,
@@ -185,14 +185,12 @@ def _body_ran(tx: Tx, event: StepBodyRan) -> Decision:
             settled.add(dep)
             if not served.settled[0]:
                 failures.add(dep)
+    wakes: list[tuple[str, float]] = []
     for ordinal, seconds in enumerate(event.waits):
         dep = wait_id(record.id, step.index, ordinal)
         dependencies.append(dep)
-        tx.send(
-            Message.settle(
-                record.id, step.index, dep, ok=True, status="waited", at=tx.now + seconds
-            )
-        )
+        wakes.append((dep, tx.now + seconds))
+        tx.send(wait_message(record.id, step.index, dep, tx.now + seconds))
     # Submitting children never changes the parent record, but re-read to be safe.
     current = tx.action(record.id)
     assert current is not None
@@ -215,6 +213,7 @@ def _body_ran(tx: Tx, event: StepBodyRan) -> Decision:
         settled=settled,
         failures=failures,
         links=links,
+        wakes=wakes,
     )
     advance(tx, current, performing)
     return tx.decision("applied", record.id)

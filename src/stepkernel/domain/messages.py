@@ -109,3 +109,8 @@ class Message:
         return cls(
             id=f"after:{action_id}", kind=MessageKind.AFTER, action_id=action_id, available_at=at
         )
+
+
+def wait_message(action_id: str, step: int, dep: str, at: float) -> Message:
+    """The timer of a timed wait: a settle of *dep* delivered at *at*."""
+    return Message.settle(action_id, step, dep, ok=True, status="waited", at=at)

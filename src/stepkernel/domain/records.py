@@ -76,6 +76,8 @@ def _check_step(instance: StepRecord, _attribute: Any, _value: Any) -> None:
         raise ValueError(f"step {instance.index}: settled ids are not all dependencies")
     if not instance.failures <= instance.settled:
         raise ValueError(f"step {instance.index}: failures must be settled")
+    if instance.wakes and not {dep for dep, _at in instance.wakes} <= deps:
+        raise ValueError(f"step {instance.index}: a wait that is not a dependency")
     if instance.status is StepStatus.SUCCEEDED and (instance.settled != deps or instance.failures):
         raise ValueError(f"step {instance.index}: succeeded with open or failed dependencies")
 
@@ -88,7 +90,8 @@ class StepRecord:
     ``<step>/c<n>``, waits ``<step>/w<n>``); ``settled`` is the *set* of those already
     settled (a duplicate settlement is a no-op, never a double count); ``failures`` the
     settled ones that were unsuccessful.  ``links`` maps a dependency id to the action
-    that actually serves it when that is not a new child (a checksum join).
+    that actually serves it when that is not a new child (a checksum join); ``wakes``
+    maps each timed wait to when it ends (so a lost timer can be re-created).
     """
 
     index: int
@@ -101,6 +104,7 @@ class StepRecord:
         default=frozenset(), converter=_frozenset, validator=_check_step
     )
     links: tuple[tuple[str, str], ...] = field(default=(), converter=_tuple)
+    wakes: tuple[tuple[str, float], ...] = field(default=(), converter=_tuple)
     error: ErrorInfo | None = None
     started_at: float | None = None
     finished_at: float | None = None

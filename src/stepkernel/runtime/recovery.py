@@ -3,13 +3,13 @@
 With one atomic commit per transition a wake-up is only missing when the queue lost
 messages (an operator deleted rows, a store restored from an older backup).  The sweep
 re-creates, with their deterministic ids, the run message of a pending step, the timer of
-an armed timeout, and the settle message of a child that finished while its parent still
-waits on it.  Enqueueing is idempotent, so running the sweep twice is harmless.
+an armed timeout or of a timed wait, the after-callbacks message of a finished action,
+and the settle message of a child that finished while its parent still waits on it.  Enqueueing is idempotent, so running the sweep twice is harmless.
 """
 
 from __future__ import annotations
 
-from stepkernel.domain.messages import Message, MessageKind
+from stepkernel.domain.messages import Message, MessageKind, wait_message
 from stepkernel.domain.records import ACTION, ActionRecord
 from stepkernel.domain.status import ActionStatus, StepStatus
 from stepkernel.ports.store import ActionQuery, WorkflowStore
@@ -61,10 +61,14 @@ def _lost_settlements(
     step = record.current_step
     assert step is not None
     links = dict(step.links)
+    wakes = dict(step.wakes)
     out = []
     for dep in sorted(step.open):
-        if dep.rsplit(".", 1)[-1].startswith("w"):
-            continue  # a wait: its timer is its own message
+        if dep in wakes:  # a timed wait: re-create its timer, due when it was due
+            timer = wait_message(record.id, step.index, dep, wakes[dep])
+            if timer.id not in queued_ids:
+                out.append(timer)
+            continue
         target_id = links.get(dep, dep)
         target = store.load([(ACTION, target_id)])[(ACTION, target_id)]
         if not isinstance(target, ActionRecord) or not target.settled_for_parents:
