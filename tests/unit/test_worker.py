@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+import time
 from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
@@ -132,3 +133,30 @@ def test_a_dead_workers_message_is_redelivered_after_its_lease() -> None:
     assert app.run_pending() == 3
     assert app.get(root).status is ActionStatus.SUCCEEDED
     assert dead.deliveries == 1
+
+
+def test_invoke_now_keeps_its_lease_while_a_long_body_runs() -> None:
+    """``invoke_now`` extends the lease of the step it runs inline, so another worker
+    cannot take that step while the body is still running."""
+    started = threading.Event()
+    release = threading.Event()
+
+    def long_body(step: Any, box: Box) -> None:
+        started.set()
+        assert release.wait(10)
+
+    reg = registry()
+    reg.action(Box, "long", steps=[long_body])
+    store = InMemoryWorkflowStore()
+    app = App(reg, store, lease_seconds=0.3)
+    runner = threading.Thread(target=app.invoke_now, args=(Box(1), "long"))
+    runner.start()
+    assert started.wait(10)
+    deadline = time.monotonic() + 1.0  # three lease lengths
+    stolen = []
+    while time.monotonic() < deadline:
+        stolen += store.lease(worker="other", limit=1, lease_seconds=0.3)
+        time.sleep(0.05)
+    release.set()
+    runner.join(10)
+    assert stolen == []

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import random
+import threading
 import uuid
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -109,7 +110,11 @@ class App:
         return self.get(action.id, outcome=action.outcome)
 
     def drive(self, action_id: str) -> None:
-        """Run *action_id*'s due steps inline, while they are due and not leased elsewhere."""
+        """Run *action_id*'s due steps inline, while they are due and not leased elsewhere.
+
+        The lease on the step in hand is extended while its body runs, as a worker's
+        heartbeat would, so a long inline body is not delivered to a worker meanwhile.
+        """
         while True:
             record = self._load(action_id)
             step = None if record is None else record.current_step
@@ -128,7 +133,24 @@ class App:
             )
             if not leased:
                 return
-            self.engine.handle(leased[0])
+            with self._heartbeat(f"inline-{action_id}", leased[0].message.id):
+                self.engine.handle(leased[0])
+
+    @contextlib.contextmanager
+    def _heartbeat(self, worker: str, message_id: str) -> Iterator[None]:
+        stop = threading.Event()
+
+        def beat() -> None:
+            while not stop.wait(self.lease_seconds / 3):
+                self.store.extend([message_id], worker=worker, lease_seconds=self.lease_seconds)
+
+        thread = threading.Thread(target=beat, name="stepkernel-inline-heartbeat", daemon=True)
+        thread.start()
+        try:
+            yield
+        finally:
+            stop.set()
+            thread.join()
 
     # -- outside commands ------------------------------------------------------------------
 
