@@ -231,12 +231,14 @@ class Engine:
                     f"recorded as {record.step_names[index]!r} (definitions changed)",
                     action_id=record.id,
                 )
-            actor = self.registry.load_actor(record.actor_type, record.actor_key)
-            arguments = tuple(self.codec.decode(record.arguments))
         except StepkernelError as exc:
             return StepBodyRan(record.id, index, attempt, failed=error_info(exc))
         body = resolved.steps[index]
         try:
+            # Loading the actor is user code too: an unknown actor fails the step at once
+            # (UnknownActorError), any other error is retried under the retry policy.
+            actor = self.registry.load_actor(record.actor_type, record.actor_key)
+            arguments = tuple(self.codec.decode(record.arguments))
             if resolved.definition.job is not None and body.fn is resolved.definition.job:
                 job = JobHandle(
                     action_id=record.id,

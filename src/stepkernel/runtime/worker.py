@@ -58,7 +58,9 @@ class Worker:
         self.recover_every = recover_every
         self.name = name or f"{socket.gethostname()}-{os.getpid()}-{id(self):x}"
         self._stop = threading.Event()
-        self._threads: list[threading.Thread] = []
+        self._beats = threading.Event()
+        self._loops: list[threading.Thread] = []
+        self._helpers: list[threading.Thread] = []
         # Per thread, the ids of the leased messages it has not finished.  Each thread
         # only replaces its own entry (an atomic assignment); readers take copies, so
         # the hot path needs no lock shared between threads.
@@ -70,27 +72,34 @@ class Worker:
 
     def start(self) -> Worker:
         self._stop.clear()
+        self._beats.clear()
+        self._loops = []
         for n in range(self.threads):
             thread = threading.Thread(
                 target=self._loop, args=(f"{self.name}/{n}",), name=f"stepkernel-{n}", daemon=True
             )
             thread.start()
-            self._threads.append(thread)
+            self._loops.append(thread)
         beat = threading.Thread(target=self._heartbeat, name="stepkernel-heartbeat", daemon=True)
         beat.start()
-        self._threads.append(beat)
+        self._helpers = [beat]
         if self.recover_every:
             sweep = threading.Thread(target=self._sweep, name="stepkernel-recovery", daemon=True)
             sweep.start()
-            self._threads.append(sweep)
+            self._helpers.append(sweep)
         return self
 
     def stop(self, timeout: float | None = 30.0) -> None:
-        """Finish the messages in hand, release the rest, and join the threads."""
+        """Finish the messages in hand (their leases kept alive meanwhile), release the
+        rest, and join the threads."""
         self._stop.set()
-        for thread in self._threads:
+        for thread in self._loops:
             thread.join(timeout)
-        self._threads.clear()
+        self._beats.set()  # only now: the heartbeat covered the messages in hand
+        for thread in self._helpers:
+            thread.join(timeout)
+        self._loops = []
+        self._helpers = []
 
     def __enter__(self) -> Worker:
         return self.start()
@@ -157,13 +166,21 @@ class Worker:
                 self._stop.wait(max(wait, 0.001))
                 continue
             held = [d.message.id for d in batch]
-            for position, delivery in enumerate(batch):
-                if self._stop.is_set():
-                    store.release(held[position:], worker=worker)
-                    break
-                self._inflight[worker] = frozenset(held[position:])
-                self._process(delivery)
-            self._inflight[worker] = frozenset()
+            try:
+                for position, delivery in enumerate(batch):
+                    if self._stop.is_set():
+                        store.release(held[position:], worker=worker)
+                        break
+                    self._inflight[worker] = frozenset(held[position:])
+                    self._process(delivery)
+            except BaseException:
+                # KeyboardInterrupt/SystemExit from user code: a crash.  Stop holding the
+                # leases (they expire and the messages are redelivered) and stop the pool.
+                log.critical("worker %s: crashed in user code; stopping", worker, exc_info=True)
+                self._stop.set()
+                raise
+            finally:
+                self._inflight[worker] = frozenset()
 
     def _process(self, delivery: Delivery) -> None:
         try:
@@ -195,7 +212,7 @@ class Worker:
     def _heartbeat(self) -> None:
         store = self.app.store
         interval = max(self.lease_seconds / 3, 0.05)
-        while not self._stop.wait(interval):
+        while not self._beats.wait(interval):
             held = {w: ids for w, ids in dict(self._inflight).items() if ids}
             for worker, ids in held.items():
                 try:
