@@ -150,9 +150,9 @@ def test_starting_erases_scope_achievement(reg: Registry, app: App) -> None:
     runs: list[Any] = []
     _sync(reg, runs)
     app.invoke_now(Server(1), "sync", "v1")
-    assert ("achievement", "scope") in records(app)
+    assert records(app)[("achievement", "scope")].achieved == checksum("v1")
     app.invoke_now(Server(1), "sync", "bad")
-    assert ("achievement", "scope") not in records(app)
+    assert records(app)[("achievement", "scope")].achieved is None
     again = app.invoke_now(Server(1), "sync", "v1")
     assert again.outcome == "created"
     assert runs == ["v1", "bad", "v1"]

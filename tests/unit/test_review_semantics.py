@@ -9,7 +9,6 @@ from __future__ import annotations
 
 from typing import Any
 
-import pytest
 from actors import Server, clock_of, records, statuses
 
 from stepkernel import ActionStatus, App, Registry
@@ -38,9 +37,11 @@ def _hold_lane(reg: Registry, lane: str = "L") -> None:
 
 
 def _achievements(app: App) -> dict[str, str]:
-    """Checksum key -> achieved action id."""
+    """Checksum key -> achieved action id (erased, claimed scopes left out)."""
     return {
-        r.key: r.action_id for r in records(app).values() if isinstance(r, AchievementRecord)
+        r.key: r.action_id
+        for r in records(app).values()
+        if isinstance(r, AchievementRecord) and r.achieved is not None
     }
 
 
@@ -56,11 +57,6 @@ def _configure(reg: Registry, runs: list[Any]) -> None:
     reg.action(Server, "configure", outbound=True, checksum=lambda s, c: c, steps=[body])
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: a finishing holder grants its achievement after its queued successor "
-    "started (and erased it), so the old checksum reads as achieved while the newer runs",
-)
 def test_finish_does_not_grant_achievement_over_started_successor(
     reg: Registry, app: App
 ) -> None:
@@ -108,11 +104,6 @@ def _parents_on_lane(reg: Registry) -> None:
     reg.action(Server, "parent", steps=[lambda step, s: step.do("work")])
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: cutting a parent whose child was superseded does not let go of the "
-    "superseding action, which then survives its own tree's cancel for a dead waiter",
-)
 def test_cancel_lets_go_of_superseding_child(reg: Registry, app: App) -> None:
     """Tree 1's queued child is superseded by tree 2's; both roots are cancelled.  Nobody
     waits on tree 2's child any more, so it is cancelled and never runs."""
@@ -229,11 +220,6 @@ def test_two_children_into_one_free_lane(reg: Registry, app: App) -> None:
     _settled(app)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: after callbacks that finish after a queued successor started grant the "
-    "old achievement over the started successor",
-)
 def test_callbacks_ran_does_not_grant_achievement_over_started_successor(
     reg: Registry, app: App
 ) -> None:
@@ -451,47 +437,40 @@ def _asks(reg: Registry) -> None:
                steps=[lambda step, s, n: None])
 
 
-def test_complete_outbound_picks_newest_of_two(reg: Registry, app: App) -> None:
-    """With two ``ask`` actions performing on one actor, ``complete_outbound`` completes
-    the newest one."""
+def test_complete_outbound_picks_the_oldest_of_two_waiting(reg: Registry, app: App) -> None:
+    """With two ``ask`` actions awaiting completion on one actor, ``complete_outbound``
+    answers the one that started first (completions answer requests in order)."""
     _asks(reg)
     older = app.invoke_now(Server(1), "ask", 1)
     newer = app.invoke_now(Server(1), "ask", 2)
     done = app.complete_outbound(Server(1), "ask")
-    assert done.id == newer.id
-    assert app.get(_id(older)).awaiting_completion
+    assert done.id == older.id
+    assert app.get(_id(newer)).awaiting_completion
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: current_outbound takes the last of find_actions sorted by (created_at, id) "
-    "and ids compare as strings, so r10 sorts before r9 and the older one is completed",
-)
-def test_complete_outbound_picks_newest_past_nine_ids(reg: Registry, app: App) -> None:
-    """The same with ids ``r9`` and ``r10`` created at one instant: the newest (``r10``)
-    is completed, as with ``r1`` and ``r2``."""
+def test_complete_outbound_orders_sequential_ids_numerically(reg: Registry, app: App) -> None:
+    """The same with ids ``r9`` and ``r10`` started at one instant: ``r9`` is first
+    (ids are not compared as plain strings)."""
     _asks(reg)
     for _ in range(8):
         app.invoke_now(Server(2), "noop")
     older = app.invoke_now(Server(1), "ask", 1)
     newer = app.invoke_now(Server(1), "ask", 2)
     assert (older.id, newer.id) == ("r9", "r10")
-    assert app.complete_outbound(Server(1), "ask").id == "r10"
+    assert app.complete_outbound(Server(1), "ask").id == "r9"
 
 
-def test_complete_outbound_prefers_newest_even_if_not_waiting(
-    reg: Registry, app: App
-) -> None:
-    """``complete_outbound`` picks the newest performing action even when only the older
-    one is awaiting its completion: the newer keeps it as an early completion."""
+def test_complete_outbound_prefers_an_action_already_waiting(reg: Registry, app: App) -> None:
+    """``complete_outbound`` prefers an action already awaiting its completion over one
+    still running its steps, even a newer one."""
     reg.action(Server, "slow", steps=[lambda step, s: step.wait(10)])
     reg.action(Server, "ask", outbound=True, concurrency_key=lambda s, n: f"ask/{n}",
-               steps=[lambda step, s, n: step.do("slow") if n == 2 else None])
-    older = app.invoke_now(Server(1), "ask", 1)
-    newer = app.invoke_now(Server(1), "ask", 2)
+               steps=[lambda step, s, n: step.do("slow") if n == 1 else None])
+    busy = app.invoke_now(Server(1), "ask", 1)
+    waiting = app.invoke_now(Server(1), "ask", 2)
     done = app.complete_outbound(Server(1), "ask")
-    assert (done.id, done.outcome) == (newer.id, "kept")
-    assert app.get(_id(older)).awaiting_completion
+    assert (done.id, done.status) == (waiting.id, ActionStatus.SUCCEEDED)
+    assert not app.get(_id(busy)).awaiting_completion
 
 
 def test_early_completion_of_superseded_outbound_is_lost(reg: Registry, app: App) -> None:

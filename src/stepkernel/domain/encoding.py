@@ -111,7 +111,7 @@ def state_list(record: Record) -> list[Any]:
             None if record.holder_checksum is None else list(record.holder_checksum),
             [[q.action_id, q.checksum_key, q.checksum] for q in record.queue],
         ]
-    return [ACHIEVEMENT_TAG, record.key, record.checksum, record.action_id]
+    return [ACHIEVEMENT_TAG, record.key, record.checksum, record.action_id, record.claimed_by]
 
 
 def state_text(record: Record) -> str:
@@ -224,7 +224,9 @@ def _from_state(state: list[Any], chain: dict[str, Any]) -> Record:
             **chain,
         )
     if tag == ACHIEVEMENT_TAG:
-        return AchievementRecord(key=state[1], checksum=state[2], action_id=state[3], **chain)
+        return AchievementRecord(
+            key=state[1], checksum=state[2], action_id=state[3], claimed_by=state[4], **chain
+        )
     raise ValueError(f"unknown record format {tag!r}")
 
 

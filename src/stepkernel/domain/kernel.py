@@ -268,10 +268,20 @@ def _delivered(tx: Tx, message: Message) -> Decision:
         return _timeout(tx, message)
     if message.kind is MessageKind.CANCEL:
         record = tx.action(message.action_id)
+        while (
+            record is not None
+            and record.status is ActionStatus.SUPERSEDED
+            and record.superseded_by is not None
+        ):
+            # The cut parent's wait moved to the action that superseded this one.
+            record = tx.action(record.superseded_by)
         if record is None or record.status.terminal:
             return tx.decision("stale")
+        # Only the very child the parent created is its own to cancel; what superseded
+        # it belongs to someone else (another tree, or a root): the parent lets go.
+        own = message.ok and record.id == message.action_id
         others = tuple(d for d in record.dependents if d.action_id != message.dep)
-        if message.dep and (others or not message.ok):
+        if message.dep and (others or not own):
             # Shared (it superseded another waiter's child): keep it for the others.
             tx.put(evolve(record, dependents=others))
             return tx.decision("detached", record.id)

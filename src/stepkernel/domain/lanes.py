@@ -35,6 +35,7 @@ from stepkernel.domain.records import (
     ACHIEVEMENT,
     ACTION,
     LANE,
+    AchievementRecord,
     ActionRecord,
     Dependent,
     LaneRecord,
@@ -72,8 +73,8 @@ def submit(
     tx.need(needed)
 
     if spec.checksum is not None:
-        achieved = tx.achievement(spec.checksum_key)
-        if achieved is not None and achieved.checksum == spec.checksum:
+        scope = tx.achievement(spec.checksum_key)
+        if scope is not None and scope.achieved == spec.checksum:
             return Submitted("achieved", None, (True, ActionStatus.SUCCEEDED))
 
     if spec.concurrency_key in ancestor_lanes:
@@ -181,9 +182,15 @@ def _started(tx: Tx, started: ActionRecord) -> None:
     if started.deadline is not None:
         tx.send(Message.timeout(started.id, started.deadline))
     if started.checksum is not None:
+        # Starting erases the scope's achievement and claims it: only this action's
+        # success may grant it again (see AchievementRecord).
         tx.need([(ACHIEVEMENT, started.checksum_key)])
-        if tx.achievement(started.checksum_key) is not None:
-            tx.delete((ACHIEVEMENT, started.checksum_key))
+        tx.achievement(started.checksum_key)
+        tx.put(
+            AchievementRecord(
+                key=started.checksum_key, checksum="", action_id="", claimed_by=started.id
+            )
+        )
     tx.send(Message.run(started.id, 0, 0, tx.now, preload=run_preload(started, 0)))
 
 
@@ -282,8 +289,8 @@ def _achieved(tx: Tx, record: ActionRecord) -> bool:
     if record.checksum is None:
         return False
     tx.need([(ACHIEVEMENT, record.checksum_key)])
-    achieved = tx.achievement(record.checksum_key)
-    return achieved is not None and achieved.checksum == record.checksum
+    scope = tx.achievement(record.checksum_key)
+    return scope is not None and scope.achieved == record.checksum
 
 
 def _succeed_unrun(tx: Tx, record: ActionRecord) -> None:

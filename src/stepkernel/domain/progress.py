@@ -165,14 +165,15 @@ def settle_out(tx: Tx, record: ActionRecord) -> ActionRecord:
     """Tell every waiting parent how *record* ended; grant the achievement on success."""
     ok = record.successful
     if ok and record.checksum is not None:
-        # An upsert: the store sees a new version of whatever is there (or a first one).
+        # Granted only if no other action started in the scope since this one did.
         tx.need([(ACHIEVEMENT, record.checksum_key)])
-        tx.achievement(record.checksum_key)
-        tx.put(
-            AchievementRecord(
-                key=record.checksum_key, checksum=record.checksum, action_id=record.id
+        scope = tx.achievement(record.checksum_key)
+        if scope is not None and scope.claimed_by == record.id:
+            tx.put(
+                AchievementRecord(
+                    key=record.checksum_key, checksum=record.checksum, action_id=record.id
+                )
             )
-        )
     tx.put(record)
     # Settle straight into the waiting steps, in this same commit: the last child
     # advances its parent here (and a finished parent its own parents, and so on).

@@ -264,11 +264,24 @@ class LaneRecord(Chained):
 
 @frozen
 class AchievementRecord(Chained):
-    """The last succeeded checksum under a checksum key."""
+    """The achievement scope of a checksum key.
+
+    ``checksum`` is the last succeeded checksum (granted by ``action_id``), unless an
+    action has started in the scope since: then ``claimed_by`` names the last action
+    that started, the achievement is erased (``checksum`` is ``""``), and only that
+    action's success may grant it again -- an older action finishing later never
+    overwrites what a newer one started.
+    """
 
     key: str
     checksum: str
     action_id: str
+    claimed_by: str | None = None
+
+    @property
+    def achieved(self) -> str | None:
+        """The checksum that counts as achieved now, if any."""
+        return self.checksum if self.claimed_by is None and self.checksum else None
 
     @property
     def record_key(self) -> RecordKey:

@@ -181,7 +181,9 @@ class App:
         return self.get(action_id, outcome=decision.outcome)
 
     def current_outbound(self, actor: Any, name: str) -> Action | None:
-        """The outbound action *name* on *actor* that is performing, if any."""
+        """The outbound action *name* on *actor* that a completion addresses: among those
+        performing, the ones already awaiting their completion first, then the one that
+        started first (completions answer requests in the order they were made)."""
         actor_type = self.registry.actor_type_of(actor)
         found = self.store.find_actions(
             ActionQuery(
@@ -192,7 +194,19 @@ class App:
             )
         )
         outbound = [r for r in found if r.outbound]
-        return Action.from_record(outbound[-1]) if outbound else None
+        if not outbound:
+            return None
+        first = min(
+            outbound,
+            key=lambda r: (
+                not r.awaiting_completion,
+                r.started_at or 0.0,
+                r.created_at,
+                len(r.id),  # sequential ids (r9 before r10) when times tie
+                r.id,
+            ),
+        )
+        return Action.from_record(first)
 
     def complete_outbound(
         self,
