@@ -103,7 +103,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--write", help="write a Markdown report to this path")
     parser.add_argument("--stores", default="memory,sqlite")
     parser.add_argument("--scale", type=float, default=1.0, help="fraction of the roots to run")
-    parser.add_argument("--repeat", type=int, default=3, help="runs per cell; the median is kept")
+    parser.add_argument("--repeat", type=int, default=5, help="runs per cell; the median is kept")
     args = parser.parse_args(argv)
 
     rows: list[tuple[str, str, dict[str, Any]]] = []
@@ -160,7 +160,7 @@ def _report(k: dict[str, Any], rows: list[tuple[str, str, dict[str, Any]]]) -> s
             for kind, (count, micros) in k.get("by_kind", {}).items()
         ),
         "",
-        "Each cell is the median of the runs (`--repeat`, default 3); the range gives the",
+        "Each cell is the median of the runs (`--repeat`, default 5); the range gives the",
         "worst and best steps/s.  Time runs from starting the worker to the last finish the",
         "store recorded.",
         "",
