@@ -33,6 +33,7 @@ from stepkernel.ports.clock import Clock
 from stepkernel.ports.store import ActionQuery, Commit, WorkflowStore
 from stepkernel.testing import FakeClock
 from stepkernel.testing.contract import WorkflowStoreContract, achievement, action, bump, lane
+from stepkernel.testing.contract_support import increment
 
 
 @pytest.fixture
@@ -131,16 +132,7 @@ def test_two_engines_racing_lose_no_update(path: Path) -> None:
 
         def work(store: WorkflowStore) -> None:
             try:
-                for _ in range(30):
-                    while True:
-                        current = store.load([key])[key]
-                        assert isinstance(current, AchievementRecord)
-                        nxt = bump(current, checksum=str(int(current.checksum) + 1))
-                        try:
-                            store.commit(Commit(writes=[nxt]))
-                        except ConflictError:
-                            continue
-                        break
+                increment(store, key, 30)
             except BaseException as error:
                 errors.append(error)
 

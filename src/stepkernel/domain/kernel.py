@@ -191,11 +191,9 @@ def _body_ran(tx: Tx, event: StepBodyRan) -> Decision:
         dependencies.append(dep)
         wakes.append((dep, tx.now + seconds))
         tx.send(wait_message(record.id, step.index, dep, tx.now + seconds))
-    # Submitting children never changes the parent record, but re-read to be safe.
-    current = tx.action(record.id)
-    assert current is not None
-    if event.completion is not None:
-        current = _keep_completion(current, event.completion)
+    # Submitting children never touches this record (a child cannot join, supersede or
+    # queue behind its own ancestor), so *record* is still current.
+    current = record
     status = next_step_status(step.status, StepTrigger.BODY_RAN, step_id=step_id)
     if not dependencies:
         # Nothing fanned out: the step is done at once (one successor, not two).

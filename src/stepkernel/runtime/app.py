@@ -25,6 +25,7 @@ from stepkernel.ports.store import ActionQuery, Commit, WorkflowStore
 from stepkernel.runtime.engine import Engine
 from stepkernel.runtime.policy import RetryPolicy
 from stepkernel.runtime.prepare import prepare
+from stepkernel.runtime.recovery import missing_wakeups
 from stepkernel.runtime.registry import Registry
 from stepkernel.runtime.snapshot import Action, ActionTree
 
@@ -297,8 +298,6 @@ class App:
     def recover(self) -> int:
         """Give every unfinished action that lacks a wake-up a message again (idempotent;
         message ids are deterministic).  Returns how many messages were enqueued."""
-        from stepkernel.runtime.recovery import missing_wakeups
-
         messages = missing_wakeups(self.store)
         if messages:
             self.store.commit(Commit(enqueue=tuple(messages)))

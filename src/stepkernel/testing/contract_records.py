@@ -26,6 +26,7 @@ from stepkernel.testing.contract_support import (
     action,
     bump,
     conflict_of,
+    increment,
     lane,
     queued_message,
 )
@@ -295,16 +296,7 @@ class RecordContract(ContractBase):
 
         def work() -> None:
             try:
-                for _ in range(per_thread):
-                    while True:
-                        current = store.load([key])[key]
-                        assert isinstance(current, AchievementRecord)
-                        nxt = bump(current, checksum=str(int(current.checksum) + 1))
-                        try:
-                            store.commit(Commit(writes=[nxt]))
-                        except ConflictError:
-                            continue
-                        break
+                increment(store, key, per_thread)
             except BaseException as error:  # reported below, in the test's thread
                 errors.append(error)
 

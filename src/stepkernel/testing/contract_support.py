@@ -20,7 +20,7 @@ from stepkernel.domain.records import (
 )
 from stepkernel.domain.status import ActionStatus
 from stepkernel.ports.clock import Clock
-from stepkernel.ports.store import WorkflowStore
+from stepkernel.ports.store import Commit, WorkflowStore
 from stepkernel.testing.clock import FakeClock
 
 __all__ = [
@@ -30,6 +30,7 @@ __all__ = [
     "action",
     "bump",
     "conflict_of",
+    "increment",
     "lane",
     "queued_message",
 ]
@@ -135,3 +136,19 @@ class ContractBase:
             yield store
         finally:
             self.dispose(store)
+
+
+def increment(store: WorkflowStore, key: RecordKey, times: int) -> None:
+    """Add one to the achievement counter at *key* *times*, re-reading and retrying on
+    every :class:`ConflictError` (what a runtime does): concurrent callers lose nothing."""
+    for _ in range(times):
+        while True:
+            current = store.load([key])[key]
+            assert isinstance(current, AchievementRecord)
+            try:
+                store.commit(
+                    Commit(writes=[bump(current, checksum=str(int(current.checksum) + 1))])
+                )
+            except ConflictError:
+                continue
+            break
