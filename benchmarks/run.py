@@ -150,8 +150,10 @@ def _report(k: dict[str, Any], rows: list[tuple[str, str, dict[str, Any]]]) -> s
         "  executed: a W2 child costs one commit (its step runs, it finishes and settles",
         "  into its parent's step in the same commit).",
         "",
-        f"**Kernel alone** (`decide` replaying a recorded W1+W2 history on one core): "
-        f"**{k['events_per_s']:,.0f} events/s** ({k['events']:.0f} events).",
+        f"**Kernel alone** (every `decide` call of a recorded W1+W2 history, on one core, "
+        f"median of 7): **{k['events_per_s']:,.0f} events/s** ({k['events']:.0f} events).  "
+        f"A verifying replay (views built, every digest computed and compared) runs "
+        f"{k['replay_events_per_s']:,.0f} events/s.",
         "",
         "| kernel event | count | us per `decide` |",
         "|---|---:|---:|",
@@ -207,12 +209,14 @@ def _targets(k: dict[str, Any], rows: list[tuple[str, str, dict[str, Any]]]) -> 
         )
     lines += [
         "",
-        "The kernel figure replays a recorded W1+W2 history through `decide` (every",
-        "committed event, with the view the runtime would load, digests checked).  Most of",
-        "an event's cost is building the successor records (frozen attrs classes, validated",
-        "on construction) and sealing each written record: canonical JSON of its state and",
-        "SHA-256 of the chain.  A W2 fan-out event creates and seals 20 actions and 20",
-        "lanes at once.",
+        "The kernel figure times exactly the `decide` calls the runtime makes for a",
+        "recorded W1+W2 history (with the views it would load, re-decisions after",
+        "`MissingRecordsError` included), and nothing else.  Most of an event's cost is",
+        "building the successor records (frozen attrs classes, validated on",
+        "construction); a W2 fan-out event creates 20 actions and 20 lanes at once.",
+        "Record digests (canonical JSON of the state and SHA-256 of the chain) are",
+        "computed lazily, when a store commits the record, so they count in the store",
+        "figures and in the verifying replay, not in the kernel's.",
     ]
     return lines
 

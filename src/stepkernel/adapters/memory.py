@@ -84,6 +84,10 @@ class InMemoryWorkflowStore(WorkflowStore):
 
     def commit(self, commit: Commit) -> None:
         records = self._records
+        for record in commit.writes:
+            # Settle lazily sealed digests now, so stored records never hold on to the
+            # versions they succeed (see Chained) and read back exactly as SQL ones do.
+            _ = record.digest
         with self._lock:
             for key, version in commit.guards.items():
                 _check(key, version, records.get(key))

@@ -18,8 +18,10 @@ from stepkernel.domain.checksum import digest
 from stepkernel.domain.errors import CorruptRecordError
 from stepkernel.domain.messages import Message, MessageKind
 from stepkernel.domain.records import (
+    FIRST_VERSION,
     AchievementRecord,
     ActionRecord,
+    Chained,
     Completion,
     Dependent,
     ErrorInfo,
@@ -128,20 +130,54 @@ def chain_digest(prev_digest: str, event_id: str, text: str) -> str:
 
 
 def seal(record: Record, *, version: int, prev_digest: str, event_id: str) -> Record:
-    """*record*, freshly built by the kernel, as version *version* produced by
-    *event_id*, with its digest and cached state text.
+    """*record*, freshly built, as version *version* produced by *event_id*, with its
+    digest and cached state text computed now.
 
-    The record is completed in place: it must be a new object no one else holds yet (the
-    kernel only seals the working copies it created in the current decision).
+    The record is completed in place: it must be a new object no one else holds yet.
     """
     text = _dumps(state_list(record))
     setattr_ = object.__setattr__
     setattr_(record, "version", version)
-    setattr_(record, "prev_digest", prev_digest)
+    setattr_(record, "_prev_digest", prev_digest)
     setattr_(record, "last_event", event_id)
-    setattr_(record, "digest", chain_digest(prev_digest, event_id, text))
+    setattr_(record, "_digest", chain_digest(prev_digest, event_id, text))
     setattr_(record, "state_text", text)
     return record
+
+
+def seal_lazily(record: Record, *, base: Record | None, event_id: str) -> Record:
+    """*record*, freshly built by the kernel, as the successor of *base* (``None``: a
+    first version) produced by *event_id*; its digest is computed on first read.
+
+    The kernel seals its writes this way so that ``decide`` does no hashing: the work
+    moves to the store's commit, which reads every digest (encoding a record reads it;
+    the in-memory store settles it explicitly so records never keep their predecessors).
+    Completed in place, like :func:`seal`.
+    """
+    setattr_ = object.__setattr__
+    setattr_(record, "version", (base.version if base is not None else 0) + 1)
+    setattr_(record, "last_event", event_id)
+    setattr_(record, "_base", base if base is not None else FIRST_VERSION)
+    return record
+
+
+def settle_digest(record: Chained) -> None:
+    """Compute the digest of a lazily sealed *record* (and of every unsettled version
+    it chains from, oldest first -- iteratively, so long chains are fine)."""
+    chain: list[Chained] = []
+    current: object = record
+    while isinstance(current, Chained) and current._base is not None:
+        chain.append(current)
+        current = current._base
+    setattr_ = object.__setattr__
+    for version in reversed(chain):
+        base = version._base
+        prev = base._digest if isinstance(base, Chained) else ""
+        text = _dumps(state_list(version))  # type: ignore[arg-type]
+        setattr_(version, "_prev_digest", prev)
+        setattr_(version, "_digest", chain_digest(prev, version.last_event, text))
+        setattr_(version, "state_text", text)
+        setattr_(version, "_base", None)
 
 
 def encode_record(record: Record) -> str:
@@ -166,11 +202,11 @@ def _step_from(v: list[Any]) -> StepRecord:
         name=v[1],
         status=StepStatus(v[2]),
         attempt=v[3],
-        dependencies=v[4],
-        settled=v[5],
-        failures=v[6],
-        links=[tuple(p) for p in v[7]],
-        wakes=[(w[0], float(w[1])) for w in v[8]],
+        dependencies=tuple(v[4]),
+        settled=frozenset(v[5]),
+        failures=frozenset(v[6]),
+        links=tuple((p[0], p[1]) for p in v[7]),
+        wakes=tuple((w[0], float(w[1])) for w in v[8]),
         error=_error_from(v[9]),
         started_at=v[10],
         finished_at=v[11],
@@ -189,17 +225,17 @@ def _from_state(state: list[Any], chain: dict[str, Any]) -> Record:
             actor_type=state[5],
             actor_key=state[6],
             arguments=state[7],
-            step_names=state[8],
+            step_names=tuple(state[8]),
             concurrency_key=state[9],
             checksum_key=state[10],
             checksum=state[11],
             outbound=state[12],
             timeout=state[13],
-            after=[ActionStatus(s) for s in state[14]],
-            ancestor_lanes=state[15],
+            after=frozenset(ActionStatus(s) for s in state[14]),
+            ancestor_lanes=frozenset(state[15]),
             status=ActionStatus(state[16]),
-            steps=[_step_from(s) for s in state[17]],
-            dependents=[_dep_from(d) for d in state[18]],
+            steps=tuple(_step_from(s) for s in state[17]),
+            dependents=tuple(_dep_from(d) for d in state[18]),
             deadline=state[19],
             awaiting_completion=state[20],
             early_completion=None

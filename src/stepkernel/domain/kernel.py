@@ -207,11 +207,11 @@ def _body_ran(tx: Tx, event: StepBodyRan) -> Decision:
     performing = evolve(
         step,
         status=status,
-        dependencies=dependencies,
-        settled=settled,
-        failures=failures,
-        links=links,
-        wakes=wakes,
+        dependencies=tuple(dependencies),
+        settled=frozenset(settled),
+        failures=frozenset(failures),
+        links=tuple(links),
+        wakes=tuple(wakes),
     )
     advance(tx, current, performing)
     return tx.decision("applied", record.id)

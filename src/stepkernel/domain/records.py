@@ -64,7 +64,30 @@ class Dependent:
     dep_id: str
 
 
+def _check_types(owner: str, instance: Any, tuples: tuple[str, ...], sets: tuple[str, ...]) -> None:
+    for name in tuples:
+        if type(getattr(instance, name)) is not tuple:
+            raise TypeError(f"{owner}: {name} must be a tuple")
+    for name in sets:
+        if type(getattr(instance, name)) is not frozenset:
+            raise TypeError(f"{owner}: {name} must be a frozenset")
+
+
+_STEP_TUPLES = ("dependencies", "links", "wakes")
+_STEP_SETS = ("settled", "failures")
+_ACTION_TUPLES = ("step_names", "steps", "dependents")
+_ACTION_SETS = ("after", "ancestor_lanes")
+
+
 def _check_step(instance: StepRecord, _attribute: Any, _value: Any) -> None:
+    if (
+        type(instance.dependencies) is not tuple
+        or type(instance.settled) is not frozenset
+        or type(instance.failures) is not frozenset
+        or type(instance.links) is not tuple
+        or type(instance.wakes) is not tuple
+    ):
+        _check_types(f"step {instance.index}", instance, _STEP_TUPLES, _STEP_SETS)
     if not instance.dependencies:
         if instance.settled or instance.failures:
             raise ValueError(f"step {instance.index}: settled ids are not all dependencies")
@@ -98,13 +121,11 @@ class StepRecord:
     name: str
     status: StepStatus = StepStatus.PENDING
     attempt: int = 0
-    dependencies: tuple[str, ...] = field(default=(), converter=_tuple)
-    settled: frozenset[str] = field(default=frozenset(), converter=_frozenset)
-    failures: frozenset[str] = field(
-        default=frozenset(), converter=_frozenset, validator=_check_step
-    )
-    links: tuple[tuple[str, str], ...] = field(default=(), converter=_tuple)
-    wakes: tuple[tuple[str, float], ...] = field(default=(), converter=_tuple)
+    dependencies: tuple[str, ...] = ()
+    settled: frozenset[str] = frozenset()
+    failures: frozenset[str] = field(default=frozenset(), validator=_check_step)
+    links: tuple[tuple[str, str], ...] = ()
+    wakes: tuple[tuple[str, float], ...] = ()
     error: ErrorInfo | None = None
     started_at: float | None = None
     finished_at: float | None = None
@@ -126,6 +147,14 @@ class Completion:
 
 
 def _check_action(instance: ActionRecord, _attribute: Any, _value: Any) -> None:
+    if (
+        type(instance.steps) is not tuple
+        or type(instance.dependents) is not tuple
+        or type(instance.step_names) is not tuple
+        or type(instance.after) is not frozenset
+        or type(instance.ancestor_lanes) is not frozenset
+    ):
+        _check_types(f"action {instance.id}", instance, _ACTION_TUPLES, _ACTION_SETS)
     if instance.status is ActionStatus.PENDING and instance.steps:
         raise ValueError(f"action {instance.id}: pending but has started steps")
     for position, step in enumerate(instance.steps):
@@ -141,14 +170,49 @@ def _check_action(instance: ActionRecord, _attribute: Any, _value: Any) -> None:
 class Chained:
     """What every stored record carries: its version (one more per commit that writes
     it) and its digest chain -- the previous version's digest, the id of the event that
-    produced this version, and ``digest`` over both and the state.  ``state_text`` caches
-    the canonical state text once sealed (see :mod:`stepkernel.domain.encoding`)."""
+    produced this version, and ``digest`` over both and the state.
+
+    A record the kernel writes is sealed *lazily* (see
+    :func:`stepkernel.domain.encoding.seal_lazily`): it keeps a reference to the version
+    it succeeds, and its canonical state text and digest are computed the first time
+    ``digest`` or ``prev_digest`` is read -- which every store does when it commits.  The
+    values are the same as eager sealing; only the moment differs, so ``decide`` itself
+    does no hashing.  Equality compares version, last event and state, not digests.
+    """
 
     version: int = field(default=0, kw_only=True)
-    prev_digest: str = field(default="", kw_only=True)
-    digest: str = field(default="", kw_only=True)
+    _prev_digest: str = field(default="", kw_only=True, eq=False)
+    _digest: str = field(default="", kw_only=True, eq=False)
     last_event: str = field(default="", kw_only=True)
     state_text: str | None = field(default=None, init=False, eq=False, repr=False)
+    # While the digest is unsettled: the predecessor it chains from (FIRST_VERSION when
+    # there is none); None once settled or never sealed lazily.
+    _base: object = field(default=None, init=False, eq=False, repr=False)
+
+    @property
+    def digest(self) -> str:
+        """This version's digest (``""`` on a record never sealed)."""
+        if self._base is not None:
+            _settle(self)
+        return self._digest
+
+    @property
+    def prev_digest(self) -> str:
+        """The digest of the version this one succeeds (``""`` for a first version)."""
+        if self._base is not None:
+            _settle(self)
+        return self._prev_digest
+
+
+FIRST_VERSION = object()
+"""The ``_base`` of a lazily sealed first version: it chains from nothing."""
+
+
+def _settle(record: Chained) -> None:
+    # encoding imports this module; the import is deferred to the first digest read.
+    from stepkernel.domain.encoding import settle_digest
+
+    settle_digest(record)
 
 
 @frozen
@@ -168,17 +232,17 @@ class ActionRecord(Chained):
     actor_type: str
     actor_key: str
     arguments: str
-    step_names: tuple[str, ...] = field(converter=_tuple)
+    step_names: tuple[str, ...]
     concurrency_key: str
     checksum_key: str
     checksum: str | None = None
     outbound: bool = False
     timeout: float | None = None
-    after: frozenset[ActionStatus] = field(default=frozenset(), converter=_frozenset)
-    ancestor_lanes: frozenset[str] = field(default=frozenset(), converter=_frozenset)
+    after: frozenset[ActionStatus] = frozenset()
+    ancestor_lanes: frozenset[str] = frozenset()
     status: ActionStatus = ActionStatus.PENDING
-    steps: tuple[StepRecord, ...] = field(default=(), converter=_tuple)
-    dependents: tuple[Dependent, ...] = field(default=(), converter=_tuple)
+    steps: tuple[StepRecord, ...] = ()
+    dependents: tuple[Dependent, ...] = ()
     deadline: float | None = None
     awaiting_completion: bool = False
     early_completion: Completion | None = None

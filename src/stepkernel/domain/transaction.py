@@ -1,14 +1,14 @@
 """The working set of one decision: reads from the view, accumulated writes, messages.
 
 Internal to the kernel.  A record written several times in one decision is committed
-once, as version ``read + 1``, sealed with the event id.
+once, as version ``read + 1``, sealed (lazily) with the event id.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable
 
-from stepkernel.domain.encoding import seal
+from stepkernel.domain.encoding import seal_lazily
 from stepkernel.domain.errors import MissingRecordsError
 from stepkernel.domain.messages import Message
 from stepkernel.domain.records import (
@@ -111,14 +111,7 @@ class Tx:
                 continue
             if base is not None and record is base:
                 continue
-            writes.append(
-                seal(
-                    record,
-                    version=(base.version if base is not None else 0) + 1,
-                    prev_digest=base.digest if base is not None else "",
-                    event_id=self.event_id,
-                )
-            )
+            writes.append(seal_lazily(record, base=base, event_id=self.event_id))
         guards = {}
         for key in self._read:
             if key not in self._changed:

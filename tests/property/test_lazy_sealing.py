@@ -1,0 +1,83 @@
+"""Lazy sealing: the kernel's writes get the same digests as eager sealing, computed
+when first read, and stores never keep the versions a record succeeds."""
+
+from __future__ import annotations
+
+import attrs
+import pytest
+from hypothesis import given
+
+from stepkernel.adapters.memory import InMemoryWorkflowStore
+from stepkernel.domain.encoding import seal, seal_lazily, verify_digest
+from stepkernel.domain.records import ActionRecord, LaneRecord, Record, StepRecord, evolve
+from stepkernel.ports.store import Commit
+from stepkernel.testing.strategies import records
+
+
+@given(records, records)
+def test_lazy_digests_equal_eager_digests(first: Record, second: Record) -> None:
+    """A two-version chain sealed lazily reads back the digests eager sealing gives."""
+    eager_1 = seal(attrs.evolve(first), version=1, prev_digest="", event_id="e1")
+    eager_2 = seal(attrs.evolve(second), version=2, prev_digest=eager_1.digest, event_id="e2")
+    lazy_1 = seal_lazily(attrs.evolve(first), base=None, event_id="e1")
+    lazy_2 = seal_lazily(attrs.evolve(second), base=lazy_1, event_id="e2")
+    # Reading the newest settles the older one too.
+    assert (lazy_2.version, lazy_2.prev_digest, lazy_2.digest) == (
+        2,
+        eager_1.digest,
+        eager_2.digest,
+    )
+    assert lazy_1.digest == eager_1.digest
+    verify_digest(lazy_2)
+
+
+def test_a_long_unsettled_chain_settles_without_recursion() -> None:
+    """Ten thousand unsettled versions settle iteratively (no RecursionError), each
+    chained from the one before."""
+    record: Record = seal_lazily(LaneRecord(key="L", holder="a0"), base=None, event_id="e0")
+    oldest = record
+    for i in range(1, 10_000):
+        record = seal_lazily(evolve(record, holder=f"a{i}"), base=record, event_id=f"e{i}")
+    assert record.version == 10_000
+    assert record.digest
+    assert oldest.digest
+    verify_digest(record)
+    verify_digest(oldest)
+
+
+def test_the_memory_store_settles_digests_on_commit() -> None:
+    """A lazily sealed write is settled by the in-memory store's commit: the stored
+    record has its digest and holds no reference to its predecessor."""
+    store = InMemoryWorkflowStore()
+    first = seal_lazily(LaneRecord(key="L", holder="a"), base=None, event_id="e1")
+    store.commit(Commit(writes=(first,)))
+    second = seal_lazily(evolve(first, holder="b"), base=first, event_id="e2")
+    store.commit(Commit(writes=(second,)))
+    stored = store.load([("lane", "L")])[("lane", "L")]
+    assert stored is second
+    assert stored._base is None
+    assert first.digest
+    assert stored.prev_digest == first.digest
+    verify_digest(stored)
+
+
+def test_records_refuse_lists_where_tuples_and_sets_belong() -> None:
+    """Collections are not converted on construction (that is the kernel's hot path):
+    a list where a tuple or frozenset belongs is a TypeError naming the field."""
+    with pytest.raises(TypeError, match="dependencies must be a tuple"):
+        StepRecord(index=0, name="s", dependencies=["a"])  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match="settled must be a frozenset"):
+        StepRecord(index=0, name="s", dependencies=("a",), settled={"a"})  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match="step_names must be a tuple"):
+        ActionRecord(
+            id="a",
+            root_id="a",
+            parent=None,
+            name="n",
+            actor_type="T",
+            actor_key="k",
+            arguments="[]",
+            step_names=["n"],  # type: ignore[arg-type]
+            concurrency_key="c",
+            checksum_key="c",
+        )
