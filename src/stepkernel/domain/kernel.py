@@ -281,6 +281,8 @@ def _delivered(tx: Tx, message: Message) -> Decision:
         others = tuple(d for d in record.dependents if d.action_id != message.dep)
         if message.dep and (others or not own):
             # Shared (it superseded another waiter's child): keep it for the others.
+            if len(others) == len(record.dependents):
+                return tx.decision("stale")  # already let go (a duplicate delivery)
             tx.put(evolve(record, dependents=others))
             return tx.decision("detached", record.id)
         finish(
