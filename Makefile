@@ -32,7 +32,7 @@ typecheck: $(STAMP)
 	$(BIN)/mypy --strict typing_tests benchmarks
 
 soak: $(STAMP)
-	STEPKERNEL_PROFILE=soak $(BIN)/pytest -q tests/property
+	STEPKERNEL_PROFILE=soak STEPKERNEL_SIM_SEEDS=100000 $(BIN)/pytest -q -p no:logging tests/property
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/run.py --write docs/benchmarks.md

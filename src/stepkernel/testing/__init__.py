@@ -7,6 +7,9 @@
   duplicate deliveries (:mod:`stepkernel.testing.faults`).
 - :func:`record_history`, :func:`save_history`, :func:`load_history`, :func:`replay` --
   golden histories (:mod:`stepkernel.testing.history`).
+- :mod:`stepkernel.testing.simulation` -- the deterministic simulator: your workflows
+  under seeded crashes, races, clock faults and odd completions (docs/simulation.md);
+  :mod:`stepkernel.testing.invariants` -- the checkers it runs after every commit.
 - :mod:`stepkernel.testing.contract` -- the store contract suite (needs pytest);
   :mod:`stepkernel.testing.strategies` -- Hypothesis strategies (needs hypothesis).
 """

@@ -25,6 +25,7 @@ from stepkernel.domain.messages import Message, MessageKind
 from stepkernel.domain.records import (
     ACHIEVEMENT,
     ACTION,
+    LANE,
     AchievementRecord,
     ActionRecord,
     LaneRecord,
@@ -183,6 +184,15 @@ class Invariants:
         self._check_steps_shape(new)
         if old is not None:
             self._check_transition(old, new)
+        if new.status.terminal and (old is None or not old.status.terminal):
+            lane = lookup((LANE, new.concurrency_key))
+            if isinstance(lane, LaneRecord) and lane.holder == aid:
+                self.fail(
+                    "lane-holder-alive",
+                    f"{aid} finished ({new.status.value}) but still holds the lane",
+                    action_id=aid,
+                    lane=new.concurrency_key,
+                )
         old_settled_out = old is not None and old.settled_for_parents
         if new.settled_for_parents and not old_settled_out:
             self._check_settled_out(new, lookup)
@@ -206,7 +216,7 @@ class Invariants:
                 f"timed out at {now} before its deadline {new.deadline}",
                 action_id=aid,
             )
-        self._check_waits(old, new, now)
+        self._check_settlements(old, new, lookup, now)
         if new.callbacks == "failed":
             scope = lookup((ACHIEVEMENT, new.checksum_key)) if new.checksum else None
             if isinstance(scope, AchievementRecord) and scope.achieved and scope.action_id == aid:
@@ -332,13 +342,36 @@ class Invariants:
                 action_id=new.id,
             )
 
-    def _check_waits(self, old: ActionRecord | None, new: ActionRecord, now: float) -> None:
+    def _check_settlements(
+        self, old: ActionRecord | None, new: ActionRecord, lookup: Lookup, now: float
+    ) -> None:
+        """Newly settled dependencies: a wait only at or after its deadline, a child only
+        once it (or what superseded it) has finished."""
         before = {s.index: s for s in old.steps} if old is not None else {}
         for step in new.steps:
-            if not step.wakes:
-                continue
             prior = before.get(step.index)
             fresh = step.settled - (prior.settled if prior is not None else frozenset())
+            if not fresh:
+                continue
+            waits = dict(step.wakes)
+            links = dict(step.links)
+            for dep in sorted(fresh - waits.keys()):
+                target = lookup((ACTION, links.get(dep, dep)))
+                seen = 0
+                while (
+                    isinstance(target, ActionRecord)
+                    and target.superseded_by is not None
+                    and seen < 100
+                ):
+                    target = lookup((ACTION, target.superseded_by))
+                    seen += 1
+                if isinstance(target, ActionRecord) and not target.settled_for_parents:
+                    self.fail(
+                        "settle-in-same-commit",
+                        f"{dep} settled while {target.id} is still {target.status.value}",
+                        action_id=new.id,
+                        step=step.index,
+                    )
             for dep, at in step.wakes:
                 if dep in fresh and at > now + 1e-9:
                     self.fail(

@@ -574,9 +574,10 @@ class _Run:
             self._send(record.id, status, payload, "duplicate")
 
     def _send(self, action_id: str, status: str, payload: Any, kind: str) -> None:
-        cid = f"{status}:{'' if payload is None else self.app.codec.encode(payload)}"
+        # One id per (action, answer): a duplicate is recognisable, a misaddressed one too.
+        cid = f"sim:{action_id}:{status}"
         try:
-            answer = self.app.complete(action_id, status, payload).outcome
+            answer = self.app.complete(action_id, status, payload, completion_id=cid).outcome
         except StepkernelError as exc:
             answer = type(exc).__name__
         self.ledger.completion(SentCompletion(action_id, cid, status, kind, answer))
