@@ -248,6 +248,10 @@ class _Worker:
         return f"w{self.index}.{self.incarnation}"
 
 
+STRANDED_EVERY = 10
+"""The whole-state checks (nothing stranded) run every this many scheduler steps, between
+steps (no worker mid-call), and at the end of the safety phase."""
+
 MAX_DEPTH = 3
 """How deeply stalled workers nest (a stall runs other workers, which may stall...)."""
 
@@ -419,8 +423,10 @@ class _Run:
     # -- the scheduler -------------------------------------------------------------------------
 
     def execute(self) -> SimulationResult:
-        for _ in range(self.steps):
+        for index in range(self.steps):
             self._step()
+            if index % STRANDED_EVERY == STRANDED_EVERY - 1:
+                self._check_quiescence(healed=False)
         self._check_quiescence(healed=False)
         self._heal_and_drain()
         self._check_quiescence(healed=True)
