@@ -93,12 +93,16 @@ def cmd_demo(args: argparse.Namespace) -> int:
 def cmd_worker(args: argparse.Namespace) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     world = DemoWorld() if args.app is None else None
-    app = open_app(world.registry if world else load_registry(args.app), args.db)
+    app = open_app(
+        world.registry if world else load_registry(args.app),
+        args.db,
+        lease_seconds=args.lease_seconds,
+    )
     try:
         if world is not None:
             world.dns.bind(app)
         recovered = app.recover()
-        worker: Worker = app.worker(threads=args.threads)
+        worker: Worker = app.worker(threads=args.threads, recover_every=args.recover_every)
         print(
             f"worker {worker.name}: {args.threads} thread(s) on {args.db}; "
             f"{recovered} wake-up(s) recovered; SIGTERM or Ctrl-C to stop",
@@ -203,6 +207,13 @@ def _positive(text: str) -> int:
     return value
 
 
+def _positive_float(text: str) -> float:
+    value = float(text)
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"must be > 0, got {text}")
+    return value
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="stepkernel", description=__doc__.split("\n")[0])
     verbs = parser.add_subparsers(dest="verb", required=True, metavar="VERB")
@@ -214,7 +225,10 @@ def build_parser() -> argparse.ArgumentParser:
         sub.set_defaults(handler=handler)
         if app:
             sub.add_argument(
-                "--db", required=True, metavar="URL", help="memory:// or sqlite:///file.db"
+                "--db",
+                required=True,
+                metavar="URL",
+                help="sqlite:///file.db, postgresql+psycopg://..., redis://... or memory://",
             )
             sub.add_argument("--app", metavar="MODULE:ATTR", help="registry (default: the demo's)")
         return sub
@@ -224,7 +238,30 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--fast", action="store_true", help="shorter simulated delays")
 
     worker = verb("worker", cmd_worker, "run workers until SIGTERM/SIGINT")
-    worker.add_argument("--threads", type=_positive, default=2, metavar="N")
+    worker.add_argument(
+        "--concurrency",
+        "--threads",
+        dest="threads",
+        type=_positive,
+        default=2,
+        metavar="N",
+        help="messages handled at once (threads in this process; run more processes, on "
+        "this machine or others, to scale out)",
+    )
+    worker.add_argument(
+        "--lease-seconds",
+        type=_positive_float,
+        default=60.0,
+        metavar="S",
+        help="how long a dead worker's messages wait before redelivery (default 60)",
+    )
+    worker.add_argument(
+        "--recover-every",
+        type=_positive_float,
+        default=300.0,
+        metavar="S",
+        help="seconds between recovery sweeps for lost wake-ups (default 300)",
+    )
 
     show = verb("show", cmd_show, "print an action tree with statuses, timings and errors")
     show.add_argument("id")
