@@ -85,3 +85,28 @@ def test_recover_recreates_a_lost_wait_timer_due_when_it_was_due() -> None:
     assert app.run_pending() == 0  # not before its time
     drain(app)
     assert app.get(nap.id or "").status is ActionStatus.SUCCEEDED
+
+
+def test_recover_follows_superseding_instead_of_failing_the_waiting_parent() -> None:
+    """Found by the SIGKILL chaos test: a parent waiting on a child that was superseded
+    must wait for the successor; the sweep must not read the child's own ``superseded``
+    status as a failure and settle the parent unsuccessfully."""
+    reg = Registry()
+    reg.register_actor(Spot, key=lambda s: s.id, load=lambda k: Spot(int(k)))
+    reg.action(Spot, "hold", concurrency_key=_lane, steps=[lambda step, spot: step.wait(100)])
+    reg.action(Spot, "work", concurrency_key=_lane, steps=[lambda step, spot: None])
+    reg.action(Spot, "parent", steps=[lambda step, spot: step.do("work")])
+    app = memory_app(reg)
+    app.invoke_now(Spot(0), "hold")
+    first = app.invoke_now(Spot(1), "parent")  # its child queues behind "hold"
+    second = app.invoke_now(Spot(2), "parent")  # its child supersedes the first's
+    assert first.id is not None and second.id is not None
+    assert app.get(f"{first.id}.0.0").status is ActionStatus.SUPERSEDED
+    assert app.recover() == 0
+    drain(app)
+    assert app.get(first.id).status is ActionStatus.SUCCEEDED
+    assert app.get(second.id).status is ActionStatus.SUCCEEDED
+
+
+def _lane(_spot: Spot) -> str:
+    return "lane"

@@ -69,9 +69,8 @@ def _lost_settlements(
             if timer.id not in queued_ids:
                 out.append(timer)
             continue
-        target_id = links.get(dep, dep)
-        target = store.load([(ACTION, target_id)])[(ACTION, target_id)]
-        if not isinstance(target, ActionRecord) or not target.settled_for_parents:
+        target = _serving(store, links.get(dep, dep))
+        if target is None or not target.settled_for_parents:
             continue
         message = Message.settle(
             record.id,
@@ -84,3 +83,19 @@ def _lost_settlements(
         if message.id not in queued_ids:
             out.append(message)
     return out
+
+
+def _serving(store: WorkflowStore, action_id: str) -> ActionRecord | None:
+    """The action that actually serves a dependency on *action_id*: a superseded action
+    handed its waiting parents to its successor, so its own ``superseded`` status is not
+    the outcome (following the chain; ``None`` when a record is missing)."""
+    seen: set[str] = set()
+    while action_id not in seen:
+        seen.add(action_id)
+        target = store.load([(ACTION, action_id)])[(ACTION, action_id)]
+        if not isinstance(target, ActionRecord):
+            return None
+        if target.status is not ActionStatus.SUPERSEDED or target.superseded_by is None:
+            return target
+        action_id = target.superseded_by
+    return None
