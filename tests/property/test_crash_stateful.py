@@ -5,8 +5,14 @@ with ``do``/``on``, waits, lanes shared through ``concurrency_key``, checksums, 
 actions, failing bodies, timeouts, after callbacks) and runs it on a
 :class:`FaultyStore` over the in-memory store.  Rules submit roots, run worker steps,
 crash workers at chosen points, duplicate deliveries, let leases expire, move the clock
-and complete outbound actions from outside.  Invariants are checked after every rule;
-the teardown heals the store, drains everything and requires every tree to finish.
+and complete actions from outside (outbound ones early, late or twice; unknown and
+finished ones, which must be refused with a typed error and change nothing).  Invariants
+are checked after every rule; the teardown heals the store, drains everything and
+requires every tree to finish.
+
+Run sizes (issue 3): the default (CI) profile runs at least 300 examples of 60 rule
+steps on the in-memory store and 100 of 40 on SQLite; a larger profile (``soak``)
+scales both up.  Shrunk failures are replayed verbatim as named tests at the bottom.
 """
 
 from __future__ import annotations
@@ -25,7 +31,15 @@ from hypothesis import settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, rule
 
-from stepkernel import ActionStatus, App, CompletionError, Registry, RetryPolicy
+from stepkernel import (
+    ActionFinishedError,
+    ActionNotFoundError,
+    ActionStatus,
+    App,
+    CompletionError,
+    Registry,
+    RetryPolicy,
+)
 from stepkernel.adapters.memory import InMemoryWorkflowStore
 from stepkernel.adapters.sql.schema import records as sql_records
 from stepkernel.adapters.sql.store import SqlWorkflowStore, sqlite_engine
@@ -165,6 +179,30 @@ class CrashMachine(RuleBasedStateMachine):
     def actions(self) -> list[ActionRecord]:
         return [r for r in self.records().values() if isinstance(r, ActionRecord)]
 
+    def snapshot(self) -> tuple[dict[RecordKey, Record], list[Message]]:
+        """Every stored record and every queued message (by id), read behind the port."""
+        return self.records(), sorted(self.inner.queued(), key=lambda m: m.id)
+
+    def complete_refused(
+        self,
+        action_id: str,
+        status: str,
+        completion_id: str,
+        refusal: type[CompletionError] | None,
+    ) -> None:
+        """Complete *action_id* from outside: it must raise *refusal* (``None``: be a
+        quiet no-op) and leave every record and queued message exactly as it was.  A
+        simulated crash (the command never reached the kernel) also changes nothing."""
+        before = self.snapshot()
+        raised: type[BaseException] | None = None
+        try:
+            self.app.complete(action_id, status, completion_id=completion_id)
+        except (CompletionError, SimulatedCrash) as error:
+            raised = type(error)
+        if raised is not SimulatedCrash:
+            assert raised is refusal, (action_id, completion_id, raised)
+        assert self.snapshot() == before, (action_id, completion_id)
+
     def crashes(self) -> int:
         return sum(n for point, n in self.store.hits.items() if point in CRASH_POINTS)
 
@@ -241,6 +279,42 @@ class CrashMachine(RuleBasedStateMachine):
         for _ in range(2 if twice else 1):
             with contextlib.suppress(CompletionError, SimulatedCrash):
                 self.app.complete(target, status)
+
+    @rule(
+        pick=st.integers(0, 50),
+        form=st.sampled_from(["r0", "child", "suffix"]),
+        status=st.sampled_from(["succeeded", "failed", "cancelled"]),
+    )
+    def complete_unknown(self, pick: int, form: str, status: str) -> None:
+        """An id no action has (``r0``, a child never fanned out, a near miss): refused
+        with ActionNotFoundError, nothing changes."""
+        known = sorted(r.id for r in self.actions())
+        base = known[pick % len(known)] if known else "r1"
+        unknown = {"r0": "r0", "child": f"{base}.9.0", "suffix": f"{base}x"}[form]
+        assert unknown not in known, unknown
+        self.complete_refused(unknown, status, f"{status}:", ActionNotFoundError)
+
+    @rule(
+        pick=st.integers(0, 50),
+        status=st.sampled_from(["succeeded", "failed", "cancelled"]),
+        resend=st.booleans(),
+    )
+    def complete_finished(self, pick: int, status: str, resend: bool) -> None:
+        """A finished action (outbound or not): a new completion is refused with
+        ActionFinishedError; resending the completion it kept is a no-op.  Either way
+        nothing changes."""
+        finished = sorted(r.id for r in self.actions() if r.status.terminal)
+        if not finished:
+            return
+        target = self.records()[(ACTION, finished[pick % len(finished)])]
+        assert isinstance(target, ActionRecord)
+        kept = target.completion_id or (
+            None if target.early_completion is None else target.early_completion.id
+        )
+        if resend and kept is not None:
+            self.complete_refused(target.id, status, kept, None)
+        else:
+            self.complete_refused(target.id, status, f"late:{status}", ActionFinishedError)
 
     # -- invariants --------------------------------------------------------------------------
 
@@ -362,7 +436,26 @@ def _ran(step: StepRecord) -> bool:
     return step.status is not StepStatus.PENDING
 
 
+def _runs(*, examples: int, steps: int) -> settings:
+    """The loaded profile, set to run at least *examples* examples of *steps* rule steps.
+
+    ``stateful_step_count`` is a maximum and counts the ``initialize`` rule, hence
+    ``steps + 1``.  Generated runs go to the maximum (Hypothesis stops one early with
+    probability 2**-16 per step), but its mutator ends about one run in fifteen after a
+    handful of steps, so a tenth more examples are asked for.
+    """
+    return settings(
+        settings(), max_examples=examples + examples // 10, stateful_step_count=steps + 1
+    )
+
+
+_profile = settings()
+
 TestCrashMachine = CrashMachine.TestCase
+TestCrashMachine.settings = _runs(
+    examples=max(300, _profile.max_examples * 3 // 2),
+    steps=max(60, _profile.stateful_step_count),
+)
 
 
 class SqliteCrashMachine(CrashMachine):
@@ -392,9 +485,9 @@ class SqliteCrashMachine(CrashMachine):
 
 
 TestSqliteCrashMachine = SqliteCrashMachine.TestCase
-_profile = settings()
-TestSqliteCrashMachine.settings = settings(
-    _profile, max_examples=max(10, _profile.max_examples // 4)
+TestSqliteCrashMachine.settings = _runs(
+    examples=max(100, _profile.max_examples // 4),
+    steps=max(40, _profile.stateful_step_count // 2),
 )
 
 

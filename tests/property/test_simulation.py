@@ -164,3 +164,10 @@ def test_regression_seed_22_duplicate_cancel_of_a_shared_child() -> None:
     (through superseding) rewrote the child a second time (the same event committed
     twice); it is now stale."""
     assert SIMULATION.run(22).ok
+
+
+def test_regression_seed_12_recovery_sweep_follows_superseding() -> None:
+    """Seed 12 (once the simulated workers ran the recovery sweep) caught what the
+    SIGKILL chaos test found first: the sweep settled a parent as failed because the
+    child it waited on had been superseded, while the successor was still pending."""
+    assert SIMULATION.run(12).ok

@@ -52,9 +52,10 @@ INVARIANTS: tuple[str, ...] = (
     "no-stranded-action",
     "liveness",
     "body-runs",
-    "ledger",
+    "worker-error",
 )
-"""Every invariant name a :class:`Violation` may carry (see docs/simulation.md)."""
+"""Every invariant name a :class:`Violation` may carry (the simulator adds the last two;
+the ledger reports separately, see :mod:`stepkernel.testing.simulation.ledger`)."""
 
 
 def _reachable(edges: Iterable[tuple[Any, Any]]) -> frozenset[tuple[Any, Any]]:

@@ -47,18 +47,25 @@ FAULT_KINDS: tuple[str, ...] = (
 
 @frozen
 class Faults:
-    """Probabilities of each fault, per opportunity.
+    """How often each fault happens.
+
+    Most fields are probabilities per opportunity (a port boundary, a leased delivery,
+    a body run, a scheduler step); ``retry_differently`` and the three completion faults
+    are drawn at five times their value per opportunity (their opportunities are rare);
+    ``clock_drift``, ``clock_step`` and ``skew`` only switch the fault on (the sizes are
+    drawn per seed: drift of 1-5%, steps of an hour, skews of 2 or 20 seconds).
 
     - ``crash``: a worker dies at a port boundary (see :data:`CRASH_POINTS`);
-    - ``duplicate``: a leased message is handed to the worker twice;
+    - ``duplicate``: a leased message is handed to the worker twice (and a submission
+      is retried with its idempotency key);
     - ``drop``: a leased message is dropped (never handled, never acknowledged) until
       its lease expires and it is delivered again;
     - ``delay``: at a port boundary the worker stalls while other workers run (this is
       how deliveries interleave and race);
     - ``reorder``: a worker handles its leased batch in a shuffled order;
     - ``hang``: a step body hangs past its lease (another worker gets the message);
-    - ``retry_differently``: a re-run body is told to behave differently (the
-      workload's bodies read :attr:`~stepkernel.testing.simulation.SimContext.rerun`);
+    - ``retry_differently``: a re-run body is asked to behave differently (bodies read
+      :attr:`~stepkernel.testing.simulation.SimContext.differently`);
     - ``clock_drift``, ``clock_step``, ``skew``: the store's clock drifts, jumps an hour
       forward or back, or a worker's clock is skewed from it;
     - ``early_completion``, ``duplicate_completion``, ``unknown_completion``: outside

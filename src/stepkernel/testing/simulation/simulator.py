@@ -469,9 +469,15 @@ class _Run:
             self._trace("due")
             if due is not None:
                 self.clock.advance_to(due)
-        elif choice < 0.97:
+        elif choice < 0.95:
             self._trace("complete")
             self._complete_some()
+        elif choice < 0.97:
+            alive = [w for w in self.workers if w.alive]
+            if alive:
+                worker = rng.choice(alive)
+                self._trace(f"recover {worker.name}")
+                self._recover(worker)
         elif self.faults.clock_step:
             jump = rng.choice((-3600.0, 3600.0))
             self._trace(f"clock step {jump}")
@@ -530,15 +536,27 @@ class _Run:
             self.stack.pop()
         return handled
 
+    def _recover(self, worker: _Worker) -> None:
+        """*worker* runs the recovery sweep (as real workers do every few minutes)."""
+        self.stack.append(worker)
+        try:
+            if self.app.recover():
+                self.coverage["recovered"] += 1
+        except SimulatedCrash:
+            worker.alive = False
+            worker.restart_at = self.clock.true + self.rng.uniform(1.0, self.sim.lease_seconds)
+        finally:
+            self.stack.pop()
+
     def _submit(self) -> None:
-        root = self.pending_roots.pop(0)
+        root = self.pending_roots.pop(0)  # (after healing: no duplicate submissions)
         self.submitted += 1
         key = root.key or f"root-{self.submitted}"
         action = self.app.invoke_later(root.actor, root.name, *root.arguments, idempotency_key=key)
         self.ledger.submission(key, action.id)
         if action.outcome == "achieved":
             self.coverage["lane:achieved"] += 1
-        if self.rng.random() < self.faults.duplicate:
+        if not self.healed and self.rng.random() < self.faults.duplicate:
             # The caller retries its submission (it never heard back): same key, same root.
             again = self.app.invoke_later(
                 root.actor, root.name, *root.arguments, idempotency_key=key
