@@ -29,6 +29,7 @@ typecheck: $(STAMP)
 	$(BIN)/mypy
 	MYPYPATH=src:tests/unit $(BIN)/mypy --strict tests/unit
 	MYPYPATH=src:tests/property $(BIN)/mypy --strict tests/property
+	MYPYPATH=src:tests/integration $(BIN)/mypy --strict tests/integration
 	$(BIN)/mypy --strict typing_tests benchmarks
 
 soak: $(STAMP)

@@ -11,7 +11,6 @@ import os
 from collections.abc import Iterator
 
 import pytest
-
 from servers import POSTGRES_URL, REDIS_URL, unavailable
 
 
@@ -28,7 +27,7 @@ def postgres_url() -> Iterator[str]:
         with admin.connect() as conn:
             conn.exec_driver_sql(f"DROP DATABASE IF EXISTS {name}")
             conn.exec_driver_sql(f"CREATE DATABASE {name}")
-    except Exception as exc:  # noqa: BLE001 - any connection problem means "not reachable"
+    except Exception as exc:
         admin.dispose()
         unavailable("PostgreSQL", f"{type(exc).__name__}: {exc}")
     url = sqlalchemy.engine.make_url(POSTGRES_URL).set(database=name)
@@ -52,7 +51,7 @@ def redis_url() -> str:
     client = redis.Redis.from_url(REDIS_URL, socket_connect_timeout=2)
     try:
         client.ping()
-    except Exception as exc:  # noqa: BLE001 - any connection problem means "not reachable"
+    except Exception as exc:
         unavailable("Redis", f"{type(exc).__name__}: {exc}")
     finally:
         client.close()
