@@ -42,3 +42,7 @@ def build_registry() -> Registry:
     w2.step(name="final")(_noop)
     registry.action(Node, "leaf", steps=[_noop])
     return registry
+
+
+registry = build_registry()
+"""The workloads' registry, for worker processes (``--app benchmarks.workloads:registry``)."""
