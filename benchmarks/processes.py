@@ -101,10 +101,10 @@ def run(url: str, workload: str, *, roots: int, processes: int = 2) -> dict[str,
     failed = [r for r in records if r.status is not ActionStatus.SUCCEEDED]
     if failed:
         raise RuntimeError(f"{len(failed)} roots did not succeed")
-    start = min(r.created_at for r in records)
-    end = max(r.finished_at or 0.0 for r in records)
-    elapsed = end - start
-    latencies = sorted((r.finished_at or 0.0) - r.created_at for r in records)
+    created = [r.created_at or 0.0 for r in records]
+    done = [r.finished_at or 0.0 for r in records]
+    elapsed = max(done) - min(created)
+    latencies = sorted(d - c for c, d in zip(created, done, strict=True))
     steps = roots * 3 if workload == "W1" else roots * (2 + FANOUT)
     result: dict[str, Any] = {
         "steps_per_s": steps / elapsed,
