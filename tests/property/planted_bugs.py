@@ -18,15 +18,15 @@ import attrs
 from stepkernel.domain import kernel, lanes, progress
 from stepkernel.domain.events import CompletionRequested
 from stepkernel.domain.lanes import Submitted
-from stepkernel.domain.messages import Message
 from stepkernel.domain.progress import advance
 from stepkernel.domain.records import ACTION, LANE, ActionRecord, evolve
 from stepkernel.domain.status import ActionStatus
 from stepkernel.domain.transaction import Tx
 from stepkernel.domain.view import Decision
-from stepkernel.ports.store import ActionQuery, Commit, WorkflowStore
+from stepkernel.ports.store import ActionQuery, Commit
 from stepkernel.runtime.app import App
 from stepkernel.runtime.engine import Engine
+from stepkernel.testing.proxy import StoreProxy
 
 
 def _completion_twice() -> contextlib.AbstractContextManager[Any]:
@@ -71,48 +71,13 @@ def _keep_lane_on_timeout() -> contextlib.AbstractContextManager[Any]:
     return mock.patch.object(progress, "leave_lane", buggy)
 
 
-class _SplitCommits(WorkflowStore):
+class _SplitCommits(StoreProxy):
     """Commits records first and the messages in a second commit (a dual write)."""
 
-    def __init__(self, inner: WorkflowStore) -> None:
-        self._inner = inner
-        self.clock = inner.clock
-
     def commit(self, commit: Commit) -> None:
-        self._inner.commit(attrs.evolve(commit, enqueue=()))
+        self.inner.commit(attrs.evolve(commit, enqueue=()))
         if commit.enqueue:
-            self._inner.commit(Commit(enqueue=commit.enqueue))
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._inner, name)
-
-    # The abstract methods, delegated (``__getattr__`` does not satisfy ABC).
-    def now(self) -> float:
-        return self._inner.now()
-
-    def load(self, keys: Any) -> Any:
-        return self._inner.load(keys)
-
-    def lease(self, **kwargs: Any) -> Any:
-        return self._inner.lease(**kwargs)
-
-    def ack(self, ids: Any) -> None:
-        self._inner.ack(ids)
-
-    def release(self, ids: Any, *, worker: str) -> None:
-        self._inner.release(ids, worker=worker)
-
-    def extend(self, ids: Any, *, worker: str, lease_seconds: float) -> None:
-        self._inner.extend(ids, worker=worker, lease_seconds=lease_seconds)
-
-    def next_due(self) -> float | None:
-        return self._inner.next_due()
-
-    def queued(self, *, action_id: str | None = None) -> list[Message]:
-        return self._inner.queued(action_id=action_id)
-
-    def find_actions(self, query: Any) -> Any:
-        return self._inner.find_actions(query)
+            self.inner.commit(Commit(enqueue=commit.enqueue))
 
 
 def _messages_outside_commit() -> contextlib.AbstractContextManager[Any]:

@@ -35,9 +35,9 @@ from __future__ import annotations
 import random
 from collections.abc import Collection, Iterable, Sequence
 
-from stepkernel.domain.messages import Message
-from stepkernel.domain.records import ActionRecord, Record, RecordKey
-from stepkernel.ports.store import ActionQuery, Commit, Delivery, WorkflowStore
+from stepkernel.domain.records import Record, RecordKey
+from stepkernel.ports.store import Commit, Delivery, WorkflowStore
+from stepkernel.testing.proxy import StoreProxy
 
 CRASH_POINTS: tuple[str, ...] = (
     "before_load",
@@ -69,7 +69,7 @@ class SimulatedCrash(BaseException):
         return (type(self), (self.point,))
 
 
-class FaultyStore(WorkflowStore):
+class FaultyStore(StoreProxy):
     """Wraps *inner*, crashing at each crash point with probability *crash_rate* and
     handing out each leased delivery a second time with probability *duplicate_rate*.
 
@@ -87,8 +87,7 @@ class FaultyStore(WorkflowStore):
     ) -> None:
         if not 0.0 <= crash_rate <= 1.0 or not 0.0 <= duplicate_rate <= 1.0:
             raise ValueError("crash_rate and duplicate_rate must be within [0, 1]")
-        self.inner = inner
-        self.clock = inner.clock
+        super().__init__(inner)
         self.rng = rng
         self.crash_rate = crash_rate
         self.duplicate_rate = duplicate_rate
@@ -157,24 +156,3 @@ class FaultyStore(WorkflowStore):
         self._maybe_crash("before_ack")
         self.inner.ack(ids)
         self._maybe_crash("after_ack")
-
-    def release(self, ids: Iterable[str], *, worker: str) -> None:
-        self.inner.release(ids, worker=worker)
-
-    def extend(self, ids: Iterable[str], *, worker: str, lease_seconds: float) -> None:
-        self.inner.extend(ids, worker=worker, lease_seconds=lease_seconds)
-
-    def next_due(self) -> float | None:
-        return self.inner.next_due()
-
-    def queued(self, *, action_id: str | None = None) -> list[Message]:
-        return self.inner.queued(action_id=action_id)
-
-    def find_actions(self, query: ActionQuery) -> list[ActionRecord]:
-        return self.inner.find_actions(query)
-
-    def now(self) -> float:
-        return self.inner.now()
-
-    def close(self) -> None:
-        self.inner.close()

@@ -15,7 +15,7 @@ system under test does not use) and never change anything.
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 from attrs import frozen
@@ -35,7 +35,8 @@ from stepkernel.domain.records import (
     key_of,
 )
 from stepkernel.domain.status import ActionStatus, StepStatus
-from stepkernel.ports.store import ActionQuery, Commit, Delivery, WorkflowStore
+from stepkernel.ports.store import Commit, WorkflowStore
+from stepkernel.testing.proxy import StoreProxy
 
 INVARIANTS: tuple[str, ...] = (
     "lifecycle",
@@ -519,7 +520,7 @@ class Invariants:
         return bool(step.open)
 
 
-class CheckedStore(WorkflowStore):
+class CheckedStore(StoreProxy):
     """Wraps *inner* and checks every commit it applies with *invariants*.
 
     The records a commit replaces are read from *inner* just before it applies, the
@@ -528,12 +529,8 @@ class CheckedStore(WorkflowStore):
     """
 
     def __init__(self, inner: WorkflowStore, invariants: Invariants | None = None) -> None:
-        self.inner = inner
-        self.clock = inner.clock
+        super().__init__(inner)
         self.invariants = invariants if invariants is not None else Invariants()
-
-    def load(self, keys: Collection[RecordKey]) -> dict[RecordKey, Record | None]:
-        return self.inner.load(keys)
 
     def commit(self, commit: Commit) -> None:
         keys = [key_of(r) for r in commit.writes] + [t.key for t in commit.deletes]
@@ -548,40 +545,6 @@ class CheckedStore(WorkflowStore):
             return cache[key]
 
         self.invariants.check_commit(before, commit, lookup, self.inner.now())
-
-    def lease(
-        self,
-        *,
-        worker: str,
-        limit: int,
-        lease_seconds: float,
-        ids: Sequence[str] | None = None,
-    ) -> list[Delivery]:
-        return self.inner.lease(worker=worker, limit=limit, lease_seconds=lease_seconds, ids=ids)
-
-    def ack(self, ids: Iterable[str]) -> None:
-        self.inner.ack(ids)
-
-    def release(self, ids: Iterable[str], *, worker: str) -> None:
-        self.inner.release(ids, worker=worker)
-
-    def extend(self, ids: Iterable[str], *, worker: str, lease_seconds: float) -> None:
-        self.inner.extend(ids, worker=worker, lease_seconds=lease_seconds)
-
-    def next_due(self) -> float | None:
-        return self.inner.next_due()
-
-    def queued(self, *, action_id: str | None = None) -> list[Message]:
-        return self.inner.queued(action_id=action_id)
-
-    def find_actions(self, query: ActionQuery) -> list[ActionRecord]:
-        return self.inner.find_actions(query)
-
-    def now(self) -> float:
-        return self.inner.now()
-
-    def close(self) -> None:
-        self.inner.close()
 
 
 __all__ = [

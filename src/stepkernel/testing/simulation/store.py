@@ -14,10 +14,10 @@ from __future__ import annotations
 from collections.abc import Collection, Iterable, Sequence
 from typing import Protocol
 
-from stepkernel.domain.messages import Message
-from stepkernel.domain.records import ActionRecord, Record, RecordKey
-from stepkernel.ports.store import ActionQuery, Commit, Delivery, WorkflowStore
+from stepkernel.domain.records import Record, RecordKey
+from stepkernel.ports.store import Commit, Delivery
 from stepkernel.testing.invariants import CheckedStore
+from stepkernel.testing.proxy import StoreProxy
 
 
 class Hooks(Protocol):
@@ -37,23 +37,22 @@ class Hooks(Protocol):
         """*commit* was applied (called before the ``after_commit`` checkpoint)."""
 
 
-class SimStore(WorkflowStore):
+class SimStore(StoreProxy):
     """*checked* (a :class:`CheckedStore` over the in-memory store) behind *hooks*."""
 
     def __init__(self, checked: CheckedStore, hooks: Hooks) -> None:
-        self.checked = checked
-        self.clock = checked.clock
+        super().__init__(checked)
         self.hooks = hooks
 
     def load(self, keys: Collection[RecordKey]) -> dict[RecordKey, Record | None]:
         self.hooks.checkpoint("before_load")
-        loaded = self.checked.load(keys)
+        loaded = self.inner.load(keys)
         self.hooks.checkpoint("after_load")
         return loaded
 
     def commit(self, commit: Commit) -> None:
         self.hooks.checkpoint("before_commit")
-        self.checked.commit(commit)
+        self.inner.commit(commit)
         self.hooks.committed(commit)
         self.hooks.checkpoint("after_commit")
 
@@ -65,7 +64,7 @@ class SimStore(WorkflowStore):
         lease_seconds: float,
         ids: Sequence[str] | None = None,
     ) -> list[Delivery]:
-        batch = self.checked.lease(worker=worker, limit=limit, lease_seconds=lease_seconds, ids=ids)
+        batch = self.inner.lease(worker=worker, limit=limit, lease_seconds=lease_seconds, ids=ids)
         if batch:
             self.hooks.checkpoint("after_lease")
         return self.hooks.batch(batch)
@@ -73,26 +72,8 @@ class SimStore(WorkflowStore):
     def ack(self, ids: Iterable[str]) -> None:
         ids = tuple(ids)
         self.hooks.checkpoint("before_ack")
-        self.checked.ack(ids)
+        self.inner.ack(ids)
         self.hooks.checkpoint("after_ack")
 
-    def release(self, ids: Iterable[str], *, worker: str) -> None:
-        self.checked.release(ids, worker=worker)
-
-    def extend(self, ids: Iterable[str], *, worker: str, lease_seconds: float) -> None:
-        self.checked.extend(ids, worker=worker, lease_seconds=lease_seconds)
-
-    def next_due(self) -> float | None:
-        return self.checked.next_due()
-
-    def queued(self, *, action_id: str | None = None) -> list[Message]:
-        return self.checked.queued(action_id=action_id)
-
-    def find_actions(self, query: ActionQuery) -> list[ActionRecord]:
-        return self.checked.find_actions(query)
-
     def now(self) -> float:
-        return self.checked.now() + self.hooks.skew()
-
-    def close(self) -> None:
-        self.checked.close()
+        return self.inner.now() + self.hooks.skew()
