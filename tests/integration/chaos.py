@@ -21,6 +21,7 @@ import time
 from collections import Counter, defaultdict
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from attrs import define, field, frozen
 
@@ -68,6 +69,7 @@ class Chaos:
     completer: subprocess.Popen[bytes] | None = None
     kills: int = 0
     submitted: dict[str, str] = field(factory=dict)
+    app: Any = None
 
     # -- processes ---------------------------------------------------------------------------
 
@@ -128,40 +130,64 @@ class Chaos:
 
     # -- the run -----------------------------------------------------------------------------
 
-    def submit(self) -> None:
-        """Submit every root from this process, recording each in the test's ledger."""
-        sys.path.insert(0, str(HERE))
-        import chaos_app
+    def submit(self, index: int) -> None:
+        """Submit root *index* from this process, recording it in the test's ledger (a
+        submission that meets a store outage is retried with the same idempotency key)."""
+        from stepkernel import StepkernelError
 
-        from stepkernel import open_app
-
-        app = open_app(chaos_app.registry, self.url)
+        key = f"root-{index}"
+        for _ in range(100):
+            try:
+                action = self._app().invoke_later(_job(index), "root", idempotency_key=key)
+                break
+            except StepkernelError:
+                time.sleep(0.2)
+        else:
+            raise RuntimeError(f"could not submit {key}")
+        assert action.id is not None
+        self.submitted[action.id] = key
         with open(self.ledger / "submitted.log", "a") as out:
-            for index in range(self.roots):
-                key = f"root-{index}"
-                action = app.invoke_later(chaos_app.Job(index), "root", idempotency_key=key)
-                assert action.id is not None
-                self.submitted[action.id] = key
-                out.write(f"submit {key} {action.id}\n")
-        app.store.close()
+            out.write(f"submit {key} {action.id}\n")
+
+    def _app(self) -> Any:
+        if self.app is None:
+            sys.path.insert(0, str(HERE))
+            import chaos_app
+
+            from stepkernel import open_app
+
+            self.app = open_app(chaos_app.registry, self.url)
+        return self.app
 
     def run(self) -> Verdict:
+        """Load, chaos, healing (see the module docstring); the roots are submitted at a
+        steady rate over the first 80% of the chaos period, so kills land under load."""
         self.start()
         try:
-            self.submit()
-            end = time.monotonic() + self.seconds
-            tick = 0.25 if self.disturb is not None else self.kill_every
-            next_kill = time.monotonic() + self.kill_every
+            begin = time.monotonic()
+            end = begin + self.seconds
+            spread = 0.8 * self.seconds
+            next_kill = begin + self.kill_every
+            sent = 0
             while time.monotonic() < end:
-                time.sleep(tick)
+                due = min(self.roots, int(self.roots * (time.monotonic() - begin) / spread) + 1)
+                while sent < due:
+                    self.submit(sent)
+                    sent += 1
+                time.sleep(0.05)
                 if self.disturb is not None:
                     self.disturb()
                 if self.kill_every and time.monotonic() >= next_kill:
                     self.kill_one()
                     next_kill += self.kill_every
+            while sent < self.roots:
+                self.submit(sent)
+                sent += 1
             self._heal()
         finally:
             self.stop()
+            if self.app is not None:
+                self.app.store.close()
         return self.verdict()
 
     def _heal(self) -> None:
@@ -222,3 +248,9 @@ class Chaos:
             kills=self.kills,
             body_reruns=sum(n - 1 for n in bodies.values()),
         )
+
+
+def _job(index: int) -> Any:
+    import chaos_app
+
+    return chaos_app.Job(index)

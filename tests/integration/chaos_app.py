@@ -81,7 +81,7 @@ work = registry.action(Job, "work", concurrency_key=_lane)
 @work.step
 def labour(step: Any, job: Job, index: int) -> None:
     record(f"body {step.action_id} {step.attempt}")
-    time.sleep(random.uniform(0.0, 0.01))  # widen the windows a kill can land in
+    time.sleep(random.uniform(0.02, 0.1))  # real work takes time: kills land mid-body
 
 
 api = registry.action(Job, "call_api", outbound=True, timeout=60.0)

@@ -10,9 +10,7 @@ are killed afterwards.  Without a ``redis-server`` binary the tests skip (fail u
 from __future__ import annotations
 
 import logging
-import random
 import shutil
-import socket
 import subprocess
 import time
 from collections.abc import Iterator
@@ -22,7 +20,7 @@ from typing import Any
 import pytest
 import redis
 from redis.cluster import RedisCluster
-from servers import REDIS_SERVER, unavailable
+from servers import PrivateRedis, unavailable
 
 from stepkernel.adapters.redis import RedisDataLostError, RedisWorkflowStore
 from stepkernel.domain.records import ACHIEVEMENT, ACTION, RecordKey, key_of
@@ -36,73 +34,6 @@ pytestmark = pytest.mark.integration
 
 NO_PERSISTENCE = ("--appendonly", "no")
 ALWAYS_FSYNC = ("--appendonly", "yes", "--appendfsync", "always")
-
-
-def free_port(*, cluster: bool = False) -> int:
-    """A TCP port nothing listens on right now; with *cluster*, one at most 55535 whose
-    cluster bus port (``port + 10000``) is free too."""
-    if not cluster:
-        with socket.socket() as probe:
-            probe.bind(("127.0.0.1", 0))
-            return int(probe.getsockname()[1])
-    rng = random.Random()
-    for _ in range(100):
-        port = rng.randrange(20000, 55535)
-        try:
-            with socket.socket() as one, socket.socket() as bus:
-                one.bind(("127.0.0.1", port))
-                bus.bind(("127.0.0.1", port + 10000))
-        except OSError:
-            continue
-        return port
-    raise RuntimeError("no free port pair for a cluster node")
-
-
-class PrivateRedis:
-    """A ``redis-server`` of our own: ``start``, ``crash`` (SIGKILL, no shutdown save),
-    ``start`` again on the same port and directory."""
-
-    def __init__(self, directory: Path, *options: str, cluster: bool = False) -> None:
-        if REDIS_SERVER is None:
-            unavailable("redis-server", "no redis-server binary on PATH")
-        assert REDIS_SERVER is not None
-        self.binary = REDIS_SERVER
-        self.directory = directory
-        self.options = options
-        self.port = free_port(cluster=cluster)
-        self.process: subprocess.Popen[bytes] | None = None
-
-    @property
-    def url(self) -> str:
-        return f"redis://127.0.0.1:{self.port}/0"
-
-    def start(self) -> PrivateRedis:
-        self.directory.mkdir(parents=True, exist_ok=True)
-        command = [self.binary, "--port", str(self.port), "--bind", "127.0.0.1"]
-        command += ["--dir", str(self.directory), "--save", "", *self.options]
-        self.process = subprocess.Popen(
-            command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
-        )
-        probe = redis.Redis(port=self.port, socket_connect_timeout=0.2)
-        try:
-            deadline = time.monotonic() + 10
-            while True:
-                try:
-                    probe.ping()
-                    return self
-                except redis.RedisError:
-                    if time.monotonic() > deadline or self.process.poll() is not None:
-                        raise
-                    time.sleep(0.02)
-        finally:
-            probe.close()
-
-    def crash(self) -> None:
-        """Kill the server at once: whatever it had not written to disk is gone."""
-        if self.process is not None:
-            self.process.kill()
-            self.process.wait(10)
-            self.process = None
 
 
 @pytest.fixture
