@@ -1,8 +1,11 @@
 """Choosing a store happens here, at call time, and nowhere else.
 
 ``open_store("memory://")``, ``open_store("sqlite:///path/to/file.db")`` (the embedded
-default) or ``open_store("sqlite://")`` for an in-memory SQLite database.  Importing this
-module opens nothing; drivers are imported only when a URL asks for them.
+default) or ``open_store("sqlite://")`` for an in-memory SQLite database;
+``open_store("postgresql://user@host/db")`` (psycopg 3) or
+``open_store("mysql://user@host/db")`` (PyMySQL; ``mariadb://`` too) for a database
+server, any ``+driver`` in the URL kept.  Importing this module opens nothing; drivers
+are imported only when a URL asks for them.
 """
 
 from __future__ import annotations
@@ -17,6 +20,12 @@ from stepkernel.runtime.registry import Registry
 
 DEFAULT_URL = "sqlite:///stepkernel.db"
 
+_SERVER_SCHEMES = (
+    *("postgresql:", "postgresql+", "postgres:"),
+    *("mysql:", "mysql+", "mariadb:", "mariadb+"),
+)
+"""URL prefixes of the database servers the SQL store runs on."""
+
 
 def open_store(url: str = DEFAULT_URL, *, clock: Clock | None = None) -> WorkflowStore:
     """The store for *url*; raises :class:`InvalidInputError` for an unknown scheme."""
@@ -30,7 +39,21 @@ def open_store(url: str = DEFAULT_URL, *, clock: Clock | None = None) -> Workflo
         path = url[len("sqlite://") :]
         path = path[1:] if path.startswith("/") else path
         return SqlWorkflowStore(sqlite_engine(path or ":memory:"), clock=clock)
-    raise InvalidInputError(f"no store for URL {url!r} (memory://, sqlite:///file.db)", url=url)
+    if url.startswith(_SERVER_SCHEMES):
+        from stepkernel.adapters.sql.server import server_engine
+        from stepkernel.adapters.sql.store import SqlWorkflowStore
+
+        return SqlWorkflowStore(server_engine(url), clock=clock)
+    if url.startswith("redis"):
+        from stepkernel.adapters.redis import RedisWorkflowStore
+
+        # redis://host:6379/0 or rediss://...; a ?prefix=name query sets the key prefix
+        return RedisWorkflowStore(url, clock=clock)
+    raise InvalidInputError(
+        f"no store for URL {url!r} (memory://, sqlite:///file.db, postgresql://..., "
+        "mysql://..., redis://...)",
+        url=url,
+    )
 
 
 def open_app(registry: Registry, url: str = DEFAULT_URL, **options: Any) -> App:

@@ -100,7 +100,8 @@ def test_recover_follows_superseding_instead_of_failing_the_waiting_parent() -> 
     app.invoke_now(Spot(0), "hold")
     first = app.invoke_now(Spot(1), "parent")  # its child queues behind "hold"
     second = app.invoke_now(Spot(2), "parent")  # its child supersedes the first's
-    assert first.id is not None and second.id is not None
+    assert first.id is not None
+    assert second.id is not None
     assert app.get(f"{first.id}.0.0").status is ActionStatus.SUPERSEDED
     assert app.recover() == 0
     drain(app)

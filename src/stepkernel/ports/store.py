@@ -24,6 +24,8 @@ Queue
     ``ack``: a worker that dies simply lets its lease run out and the message is
     delivered again (``deliveries`` counts how often).  ``release`` gives leases back at
     once (graceful shutdown); ``extend`` keeps a long-running lease alive.
+    ``wait_for_work`` is how an idle worker waits before leasing again: it may return
+    early, never late (the default waits in real time: a polling worker).
 
 Errors
     Driver exceptions never escape an adapter: they become :class:`StoreUnavailableError`
@@ -32,6 +34,7 @@ Errors
 
 from __future__ import annotations
 
+import time
 from abc import ABC, abstractmethod
 from collections.abc import Collection, Iterable, Mapping, Sequence
 from typing import Any
@@ -138,6 +141,16 @@ class WorkflowStore(ABC):
     @abstractmethod
     def find_actions(self, query: ActionQuery) -> list[ActionRecord]:
         """Action records matching *query*, ordered by creation time then id."""
+
+    def wait_for_work(self, timeout: float) -> None:
+        """Block until messages may have become deliverable, for at most *timeout*
+        seconds: what a worker does when :meth:`lease` found nothing.
+
+        Returning early is always allowed (the caller simply leases again); a store that
+        hears of commits (PostgreSQL ``LISTEN``/``NOTIFY``) returns as soon as one
+        enqueues or releases messages.  The default waits *timeout* real seconds (not on
+        :attr:`clock`: a fake clock would race ahead while a worker idles)."""
+        time.sleep(timeout)
 
     def close(self) -> None:  # noqa: B027 - optional hook, nothing to close by default
         """Release connections; the store is unusable afterwards."""

@@ -163,7 +163,7 @@ class Worker:
             if not batch:
                 due = store.next_due()
                 wait = self.poll if due is None else min(self.poll, max(0.0, due - store.now()))
-                self._stop.wait(max(wait, 0.001))
+                store.wait_for_work(max(wait, 0.001))  # LISTEN/NOTIFY where the store has it
                 continue
             held = [d.message.id for d in batch]
             try:

@@ -59,5 +59,8 @@ class StoreProxy(WorkflowStore):
     def now(self) -> float:
         return self.inner.now()
 
+    def wait_for_work(self, timeout: float) -> None:
+        self.inner.wait_for_work(timeout)
+
     def close(self) -> None:
         self.inner.close()

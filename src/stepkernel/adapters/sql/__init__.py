@@ -1,9 +1,27 @@
 """The SQL adapter (SQLAlchemy Core): SQLite by default, PostgreSQL, MySQL/MariaDB.
 
-Needs the ``sql`` extra (``pip install stepkernel[sql]``).
+Needs the ``sql`` extra (``pip install stepkernel[sql]``); PostgreSQL the ``postgres``
+extra (psycopg 3).  :func:`sqlite_engine` and :func:`server_engine` build engines the
+store is tuned for.
 """
 
-from stepkernel.adapters.sql.schema import SCHEMA_VERSION, create_schema, metadata
+from stepkernel.adapters.sql.schema import (
+    SCHEMA_VERSION,
+    check_schema,
+    create_schema,
+    ddl,
+    metadata,
+)
+from stepkernel.adapters.sql.server import server_engine
 from stepkernel.adapters.sql.store import SqlWorkflowStore, sqlite_engine
 
-__all__ = ["SCHEMA_VERSION", "SqlWorkflowStore", "create_schema", "metadata", "sqlite_engine"]
+__all__ = [
+    "SCHEMA_VERSION",
+    "SqlWorkflowStore",
+    "check_schema",
+    "create_schema",
+    "ddl",
+    "metadata",
+    "server_engine",
+    "sqlite_engine",
+]

@@ -8,6 +8,19 @@ Two paths with one outcome, the reference adapter's:
 * :func:`apply_checked` (precise): lock and read every version first, check them in the
   reference order (guards, deletes, writes) so a :class:`ConflictError` names the first
   conflicting key, then rewrite the rows unconditionally.
+
+Absent keys on PostgreSQL.  ``SELECT ... FOR UPDATE`` locks rows that exist; a guard on
+an *absent* key (version ``0``) has no row to lock, and at ``READ COMMITTED`` a
+concurrent transaction could create the record between the check and the commit (two
+commits each guarding the absence of what the other creates would both succeed).  Where
+the dialect needs it (:attr:`Statements.placeholders`), the commit first inserts a
+*placeholder* row (version ``0``, empty data) for every absent key it relies on, and
+deletes it again before ``COMMIT``: the placeholder is never visible to anyone else, but
+while the transaction runs, the primary key makes every other insert of that key wait,
+and a concurrent uncommitted insert (or delete) makes the placeholder wait for it.  The
+locking read that follows sees the placeholder as version ``0``.  Only commits with
+absent-key guards (fast path) or that take the precise path pay the two extra
+statements.
 """
 
 from __future__ import annotations
@@ -43,9 +56,15 @@ def _rowcount(
     return sum(session.run(prepared, row) for row in rows)
 
 
-def apply_fast(session: Session, sql: Statements, plan: CommitPlan, *, batched: bool) -> None:
+def apply_fast(
+    session: Session, sql: Statements, plan: CommitPlan, *, batched: bool, notify: bool
+) -> None:
     """The optimistic path (see module); raises :class:`ConflictError` for a moved
-    guard, :class:`SlowPath` when any other version check fails."""
+    guard, :class:`SlowPath` when any other version check fails.  *notify* wakes
+    listening workers when the commit enqueues messages (see :func:`apply_queue`)."""
+    hold = sql.placeholders and bool(plan.absent_guards)
+    if hold:
+        session.run_many(sql.hold_absent, plan.absent_guards)
     if plan.guards:
         stored = versions(session, sql, plan.guard_keys)
         for key, expected in plan.guards.items():
@@ -65,7 +84,9 @@ def apply_fast(session: Session, sql: Statements, plan: CommitPlan, *, batched: 
                 session.run_many(sql.insert_plain, inserts)
             except exc.IntegrityError:
                 raise SlowPath from None  # the transaction is rolled back
-    apply_queue(session, sql, plan)
+    apply_queue(session, sql, plan, notify=notify)
+    if hold:
+        session.run_many(sql.drop_absent, plan.absent_guards)
 
 
 def versions(session: Session, sql: Statements, keys: Iterable[RecordKey]) -> dict[RecordKey, int]:
@@ -79,13 +100,20 @@ def versions(session: Session, sql: Statements, keys: Iterable[RecordKey]) -> di
 
 
 def apply_checked(
-    write: Callable[[], AbstractContextManager[Session]], sql: Statements, plan: CommitPlan
+    write: Callable[[], AbstractContextManager[Session]],
+    sql: Statements,
+    plan: CommitPlan,
+    *,
+    notify: bool,
 ) -> None:
     """The precise path (see module), each attempt in a fresh transaction from *write*;
-    retried when a concurrent insert of a key read as absent wins the race."""
+    retried when a concurrent insert of a key read as absent wins the race (not on
+    PostgreSQL, where placeholders hold every absent key first)."""
     for _attempt in range(_SLOW_PATH_ATTEMPTS):
         try:
             with write() as session:
+                if sql.placeholders:
+                    session.run_many(sql.hold_absent, plan.held)
                 stored = versions(session, sql, plan.all_keys)
                 for key, expected in plan.guards.items():
                     check_version(key, expected, stored.get((key[0], key[1]), 0))
@@ -97,19 +125,25 @@ def apply_checked(
                     session.run_many(sql.delete_any, plan.clears)
                 if plan.final_rows:
                     session.run_many(sql.insert_plain, plan.final_rows)
-                apply_queue(session, sql, plan)
+                apply_queue(session, sql, plan, notify=notify)
+                if sql.placeholders:
+                    session.run_many(sql.drop_absent, plan.held)
                 return
         except exc.IntegrityError:
             continue  # a concurrent insert of a key read as absent: read again
     raise StoreUnavailableError("commit kept racing concurrent inserts", operation="commit")
 
 
-def apply_queue(session: Session, sql: Statements, plan: CommitPlan) -> None:
-    """Acknowledge and enqueue; an id already queued keeps the queued message."""
+def apply_queue(session: Session, sql: Statements, plan: CommitPlan, *, notify: bool) -> None:
+    """Acknowledge and enqueue; an id already queued keeps the queued message.  With
+    *notify* and messages to enqueue, also ``NOTIFY`` the listening workers (delivered
+    by the database when, and only if, the transaction commits)."""
     if plan.acks:
         session.run_many(sql.ack, plan.acks)
     if not plan.enqueue:
         return
+    if notify and sql.notify is not None:
+        session.run(sql.notify, {})
     if sql.native_upsert:
         session.run_many(sql.insert_message, plan.enqueue)
         return

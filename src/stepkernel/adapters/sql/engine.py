@@ -20,7 +20,14 @@ from sqlalchemy.dialects.sqlite.pysqlite import SQLiteDialect_pysqlite
 from sqlalchemy.engine import URL
 from sqlalchemy.pool import Pool, QueuePool, StaticPool
 
-__all__ = ["READ_ONLY", "autocommits_reads", "begin", "pool_lock", "sqlite_engine"]
+__all__ = [
+    "READ_ONLY",
+    "autocommits_reads",
+    "begin",
+    "pool_lock",
+    "sqlite_engine",
+    "switches_autocommit",
+]
 
 READ_ONLY = "stepkernel_read_only"
 """Connection ``info`` flag the store raises while opening a read transaction;
@@ -99,6 +106,13 @@ def autocommits_reads(engine: Engine) -> bool:
     """Whether a lone statement outside a transaction is atomic and holds no
     transaction open afterwards (true for :func:`sqlite_engine` engines)."""
     return isinstance(engine.dialect, _SQLiteDialect)
+
+
+def switches_autocommit(engine: Engine) -> bool:
+    """Whether a pooled connection of *engine* can be put in driver autocommit for a lone
+    statement at no cost (psycopg 3: an attribute of the idle connection, no round
+    trip), which saves the implicit ``BEGIN`` and the reset's ``ROLLBACK``."""
+    return engine.dialect.driver == "psycopg"
 
 
 def begin(engine: Engine, dbapi_connection: Any, *, read: bool) -> None:

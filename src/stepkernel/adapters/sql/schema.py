@@ -23,12 +23,22 @@ bounded ``VARCHAR`` keys, ``TEXT`` payloads, ``DOUBLE`` timestamps, no dialect f
 
 ``sk_meta``
     Key/value pairs; ``schema_version`` records :data:`SCHEMA_VERSION`.
+
+Versions.  :func:`create_schema` (what the store runs by default) creates missing tables
+and records :data:`SCHEMA_VERSION`; :func:`check_schema` only checks, for databases whose
+schema is installed by your own migrations (:func:`ddl` renders the statements for a
+dialect).  Both raise :class:`~stepkernel.domain.errors.StoreError` with the fields
+``stored_version`` and ``code_version`` when the database holds another version (or
+none): a newer stepkernel wrote it, or the database needs the migration that the
+release raising :data:`SCHEMA_VERSION` documents.  The version only moves when the
+tables do.
 """
 
 from __future__ import annotations
 
 from sqlalchemy import (
     Column,
+    Dialect,
     Double,
     Engine,
     Index,
@@ -38,9 +48,12 @@ from sqlalchemy import (
     Table,
     Text,
     exc,
+    inspect,
     select,
 )
 from sqlalchemy.dialects import mysql
+from sqlalchemy.engine import make_url
+from sqlalchemy.schema import CreateIndex, CreateTable
 
 from stepkernel.domain.errors import StoreError, StoreUnavailableError
 
@@ -54,6 +67,9 @@ MESSAGE_ID_LENGTH = 400
 """Longest message id (ids embed action ids plus a kind prefix and suffix)."""
 
 SCHEMA_VERSION_KEY = "schema_version"
+
+NOTIFY_CHANNEL = "stepkernel_work"
+"""The PostgreSQL ``LISTEN``/``NOTIFY`` channel of commits that enqueue messages."""
 
 _PAYLOAD = Text().with_variant(mysql.LONGTEXT(), "mysql", "mariadb")
 """Record and message text: ``TEXT`` (unbounded) except on MySQL, where ``TEXT`` stops at
@@ -119,13 +135,88 @@ def create_schema(engine: Engine) -> None:
         raise StoreUnavailableError(
             f"cannot create the stepkernel schema: {error}", operation="create_schema"
         ) from error
+    _check_version(stored)
+
+
+def check_schema(engine: Engine) -> None:
+    """Check, creating nothing, that the database holds the ``sk_`` tables at
+    :data:`SCHEMA_VERSION` (for schemas installed by your own migrations).
+
+    Raises :class:`StoreError` (``stored_version``, ``code_version``) when the version
+    differs or when ``sk_meta`` or its ``schema_version`` row is missing
+    (``stored_version`` ``None``), and :class:`StoreUnavailableError` when the database
+    fails.
+    """
+    query = select(meta.c.value).where(meta.c.key == SCHEMA_VERSION_KEY)
+    try:
+        with engine.connect() as conn:
+            installed = inspect(conn).has_table(meta.name)
+            value = conn.execute(query).scalar_one_or_none() if installed else None
+    except exc.SQLAlchemyError as error:
+        raise StoreUnavailableError(
+            f"cannot read the stepkernel schema version: {error}", operation="check_schema"
+        ) from error
+    if value is None:
+        raise StoreError(
+            "the stepkernel schema is not installed (no schema_version in sk_meta): "
+            "create it with create=True or with the statements of schema.ddl()",
+            stored_version=None,
+            code_version=SCHEMA_VERSION,
+        )
+    _check_version(_parse_version(value))
+
+
+def _check_version(stored: int) -> None:
     if stored != SCHEMA_VERSION:
+        advice = (
+            "upgrade stepkernel"
+            if stored > SCHEMA_VERSION
+            else "migrate the database as the stepkernel release notes describe"
+        )
         raise StoreError(
             f"database schema version {stored} does not match this stepkernel's "
-            f"{SCHEMA_VERSION}" + (" (upgrade stepkernel)" if stored > SCHEMA_VERSION else ""),
+            f"{SCHEMA_VERSION} ({advice})",
             stored_version=stored,
             code_version=SCHEMA_VERSION,
         )
+
+
+def _parse_version(value: str) -> int:
+    try:
+        return int(value)
+    except ValueError:
+        raise StoreError(
+            f"unreadable schema version {value!r} in sk_meta",
+            stored_version=value,
+            code_version=SCHEMA_VERSION,
+        ) from None
+
+
+def _tidy(compiled: object) -> str:
+    """Compiled DDL without trailing blanks, indented with spaces."""
+    lines = str(compiled).strip().expandtabs(4).splitlines()
+    return "\n".join(line.rstrip() for line in lines)
+
+
+def ddl(dialect: Dialect | str) -> list[str]:
+    """The statements that install this schema on *dialect* (or a dialect name such as
+    ``"postgresql"``, ``"mysql"``, ``"sqlite"``): every ``CREATE TABLE`` and ``CREATE
+    INDEX``, then the ``INSERT`` recording :data:`SCHEMA_VERSION` (for teams that run
+    their own migrations; the store's ``create=True`` does the same)."""
+    if isinstance(dialect, str):
+        dialect = make_url(f"{dialect}://").get_dialect()()
+    statements = []
+    for table in metadata.sorted_tables:
+        statements.append(_tidy(CreateTable(table).compile(dialect=dialect)))
+        statements.extend(
+            _tidy(CreateIndex(index).compile(dialect=dialect))
+            for index in sorted(table.indexes, key=lambda index: str(index.name))
+        )
+    statements.append(
+        f"INSERT INTO {meta.name} ({meta.c.key.name}, {meta.c.value.name}) "
+        f"VALUES ('{SCHEMA_VERSION_KEY}', '{SCHEMA_VERSION}')"
+    )
+    return statements
 
 
 def _create_tables(engine: Engine) -> None:
@@ -151,14 +242,7 @@ def _stored_version(engine: Engine) -> int:
                     return SCHEMA_VERSION
         except exc.IntegrityError:
             continue  # another process wrote it first (rolled back): read theirs
-        try:
-            return int(value)
-        except ValueError:
-            raise StoreError(
-                f"unreadable schema version {value!r} in sk_meta",
-                stored_version=value,
-                code_version=SCHEMA_VERSION,
-            ) from None
+        return _parse_version(value)
     raise StoreUnavailableError(
         "schema version vanished while being written", operation="create_schema"
     )

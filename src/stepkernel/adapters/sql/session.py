@@ -2,8 +2,10 @@
 
 :class:`DirectSession` executes the compiled text on the DBAPI cursor of a connection
 checked out of the engine's pool (``engine.raw_connection()``), and wraps driver errors
-the way SQLAlchemy does (:meth:`sqlalchemy.exc.DBAPIError.instance`, invalidating the
-connection on a disconnect).  :class:`CoreSession` runs the same statements through
+the way SQLAlchemy does (:meth:`sqlalchemy.exc.DBAPIError.instance`; on a disconnect the
+connection is invalidated, and so is every connection the pool made before it, which are
+replaced at their next checkout: after a server restart or a killed backend one call
+fails and the next one reconnects).  :class:`CoreSession` runs the same statements through
 ``Connection.execute``: the generic path for drivers whose compiled form cannot be run
 as is.  :func:`transaction` opens either on the engine, inside a transaction or (for a
 single atomic statement) without one.
@@ -18,7 +20,7 @@ from typing import Any, Protocol
 from sqlalchemy import Engine, exc
 from sqlalchemy.engine import Connection
 
-from stepkernel.adapters.sql.engine import READ_ONLY, begin
+from stepkernel.adapters.sql.engine import READ_ONLY, begin, switches_autocommit
 from stepkernel.adapters.sql.statements import Prepared
 
 __all__ = ["CoreSession", "DirectSession", "Session", "core_rows", "transaction"]
@@ -87,8 +89,13 @@ class DirectSession:
         with contextlib.suppress(Exception):
             gone = bool(dialect.is_disconnect(driver_error, self._raw, self._cursor))
         if gone:
-            with contextlib.suppress(Exception):
-                self._raw.invalidate(error)
+            try:
+                # What Connection does on a disconnect: this connection and every older
+                # one in the pool are replaced at their next checkout.
+                self._engine.pool._invalidate(self._raw, error)
+            except Exception:  # at least drop this connection
+                with contextlib.suppress(Exception):
+                    self._raw.invalidate(error)
         return exc.DBAPIError.instance(
             sql,
             params,
@@ -140,7 +147,9 @@ def transaction(
     *read* opens a read transaction (a deferred ``BEGIN`` on :func:`sqlite_engine`
     engines).  ``atomic=False`` opens none: for one statement, which every database
     runs atomically on its own (the pool's reset on return ends any transaction a
-    PEP 249 driver began implicitly).  *direct* picks :class:`DirectSession`.
+    PEP 249 driver began implicitly; psycopg connections are switched to autocommit
+    for the statement instead, which saves the ``BEGIN`` and ``ROLLBACK`` round trips).
+    *direct* picks :class:`DirectSession`.
     """
     if not direct:
         with engine.connect() as conn:
@@ -163,7 +172,14 @@ def transaction(
         ) from error
     try:
         session = DirectSession(engine, raw)
+        lone = not atomic and switches_autocommit(engine)
         try:
+            if lone:
+                try:
+                    driver: Any = raw.driver_connection
+                    driver.autocommit = True
+                except dbapi_error as error:
+                    raise session.wrap(error, "SET autocommit", None) from error
             if atomic:
                 try:
                     begin(engine, raw, read=read)
@@ -182,6 +198,14 @@ def transaction(
             raise
         finally:
             session.close()
+            if lone:
+                try:
+                    driver = raw.driver_connection
+                    driver.autocommit = False
+                except Exception:  # a broken connection: do not pool it
+                    if raw.is_valid:
+                        with contextlib.suppress(Exception):
+                            raw.invalidate()
     finally:
         raw.close()
 

@@ -12,6 +12,10 @@ parameter processing (several times the statement itself on SQLite).
 value (duplicates in ``IN`` change nothing), so a few compiled shapes serve every call.
 Loading keys of several kinds is one ``SELECT`` with an ``OR`` of ``(kind = ? AND key IN
 (...))`` groups, which every dialect indexes on the primary key.
+
+PostgreSQL adds three statements: the placeholder insert and delete that hold absent
+keys (:mod:`.apply`) and ``SELECT pg_notify(...)`` to wake listening workers
+(:mod:`.listen`).
 """
 
 from __future__ import annotations
@@ -32,12 +36,13 @@ from sqlalchemy import (
     and_,
     bindparam,
     func,
+    literal,
     or_,
     select,
 )
 from sqlalchemy.engine import Dialect
 
-from stepkernel.adapters.sql.schema import messages, records
+from stepkernel.adapters.sql.schema import NOTIFY_CHANNEL, messages, records
 from stepkernel.domain.records import RecordKey
 
 __all__ = ["CHUNK", "KeyGroups", "Prepared", "Statements", "chunks", "group_keys"]
@@ -239,9 +244,28 @@ class Statements:
         queued = select(m.c.id, m.c.data).order_by(m.c.available_at, m.c.id)
         self.queued = prepare(queued)
         self.queued_action = prepare(queued.where(m.c.action_id == bindparam("action")))
+        postgres = dialect.name == "postgresql"
+        self.placeholders = postgres
+        """Whether commits hold absent keys with placeholder rows (see :mod:`.apply`)."""
+        key = (r.c.kind == bindparam("b_kind"), r.c.key == bindparam("b_key"))
+        self.hold_absent = prepare(
+            _insert_if_absent(dialect, r, ("kind", "key"))[0].values(
+                kind=bindparam("b_kind"), key=bindparam("b_key"), version=0, data=""
+            )
+        )
+        self.drop_absent = prepare(r.delete().where(*key, r.c.version == 0))
+        self.notify: Prepared | None = (
+            prepare(select(func.pg_notify(literal(NOTIFY_CHANNEL), literal(""))))
+            if postgres
+            else None
+        )
+        """``NOTIFY`` of the work channel, where the database has it (PostgreSQL)."""
         self.direct = all(
             p.direct
             for p in (
+                self.hold_absent,
+                self.drop_absent,
+                *((self.notify,) if self.notify is not None else ()),
                 self.insert_plain,
                 self.insert_record,
                 self.insert_message,
@@ -312,7 +336,9 @@ class Statements:
             ]
             columns = (r.c.kind, r.c.key, r.c.version) + (() if lock else (r.c.data,))
             stmt = select(*columns).where(or_(*conditions))
-            return stmt.with_for_update() if lock else stmt
+            # Locked in key order (the sort runs below the row locking): concurrent
+            # commits locking overlapping keys then queue instead of deadlocking.
+            return stmt.order_by(r.c.kind, r.c.key).with_for_update() if lock else stmt
 
         return self._shape((name, *sizes), build), params
 

@@ -9,27 +9,33 @@ from the engine's pool (:mod:`.session`).  See :mod:`.schema` for the tables and
 
 Dialects: SQLite (default, see :func:`sqlite_engine`), PostgreSQL and MySQL/MariaDB use
 their native insert-if-absent (``ON CONFLICT DO NOTHING`` / ``INSERT IGNORE``); any other
-dialect falls back to portable statements.
+dialect falls back to portable statements.  PostgreSQL (psycopg 3, see
+:func:`~stepkernel.adapters.sql.server.server_engine`) runs at ``READ COMMITTED``: leases
+take rows with ``FOR UPDATE SKIP LOCKED``, absent keys are held by placeholders
+(:mod:`.apply`), lost races are redone (:mod:`.races`) and idle workers wait for
+``NOTIFY`` (:mod:`.listen`).
 """
 
 from __future__ import annotations
 
 import contextlib
 import threading
-from collections.abc import Collection, Iterable, Sequence
-from typing import Any
+from collections.abc import Callable, Collection, Iterable, Sequence
+from typing import Any, TypeVar
 
 from sqlalchemy import Engine, exc, select
 from sqlalchemy.pool import StaticPool
 
 from stepkernel.adapters.sql.apply import SlowPath, apply_checked, apply_fast
 from stepkernel.adapters.sql.engine import pool_lock, sqlite_engine
+from stepkernel.adapters.sql.listen import Listener, can_listen
+from stepkernel.adapters.sql.races import ATTEMPTS, lost_race, pause, sqlstate
 from stepkernel.adapters.sql.rows import CommitPlan
 from stepkernel.adapters.sql.schema import create_schema, records
 from stepkernel.adapters.sql.session import Session, core_rows, transaction
 from stepkernel.adapters.sql.statements import CHUNK, Statements, chunks, group_keys
 from stepkernel.domain.encoding import decode_message, decode_record
-from stepkernel.domain.errors import StoreUnavailableError
+from stepkernel.domain.errors import ConflictError, StoreUnavailableError
 from stepkernel.domain.messages import Message
 from stepkernel.domain.records import ACTION, ActionRecord, Record, RecordKey
 from stepkernel.ports.clock import Clock, SystemClock
@@ -40,13 +46,18 @@ __all__ = ["SqlWorkflowStore", "sqlite_engine"]
 _DECODED_CACHE = 4096
 """Records remembered per store with the exact text they were stored as (see load)."""
 
+_T = TypeVar("_T")
+
 
 class SqlWorkflowStore(WorkflowStore):
     """A :class:`WorkflowStore` in a SQL database reached through a SQLAlchemy engine.
 
-    The engine is the caller's (configured, pooled); :meth:`close` does not dispose it.
-    With ``create=True`` (default) the tables are created if missing and the schema
-    version is checked (:func:`~stepkernel.adapters.sql.schema.create_schema`).
+    The engine is the caller's (configured, pooled, not in ``AUTOCOMMIT``); :meth:`close`
+    does not dispose it.  With ``create=True`` (default) the tables are created if
+    missing and the schema version is checked
+    (:func:`~stepkernel.adapters.sql.schema.create_schema`); ``create=False`` touches
+    nothing (schemas installed by your own migrations: check them with
+    :func:`~stepkernel.adapters.sql.schema.check_schema`).
     Statements run straight on the pooled DBAPI cursor, compiled once per dialect;
     ``direct=False`` (or a driver whose compiled form cannot be run as is) runs them
     through ``Connection.execute`` instead: same SQL, same guarantees, slower.
@@ -67,11 +78,27 @@ class SqlWorkflowStore(WorkflowStore):
 
     On SQLite the store serialises its own write transactions per connection pool with an
     in-process lock (threads then never wait in SQLite's sleeping busy handler), and every
-    transaction when the pool is one shared connection (``:memory:``).  Driver errors
-    become :class:`StoreUnavailableError`; nothing from SQLAlchemy or the driver escapes.
+    transaction when the pool is one shared connection (``:memory:``).
+
+    On PostgreSQL a commit holding absent guarded keys adds two statements (a placeholder
+    insert and delete, see :mod:`.apply`), a commit that enqueues adds one
+    ``SELECT pg_notify(...)`` (``notify=False`` leaves it out: idle workers then find
+    new messages by polling), and a lone read runs in autocommit (no ``BEGIN``).
+    :meth:`wait_for_work` waits on a dedicated ``LISTEN`` connection (:mod:`.listen`).
+    A transaction the database aborts as a deadlock or serialization failure is redone
+    (up to :data:`~stepkernel.adapters.sql.races.ATTEMPTS` tries, ``retries`` counts
+    them); a commit that keeps losing raises :class:`ConflictError` (``key`` ``None``,
+    ``sqlstate`` set), any other operation :class:`StoreUnavailableError`.
+
+    Driver errors become :class:`StoreUnavailableError`; nothing from SQLAlchemy or the
+    driver escapes.  Values too long for their column raise
+    :class:`~stepkernel.domain.errors.InvalidInputError` before anything is sent
+    (:mod:`.rows`).
     A stored record that does not decode raises :class:`CorruptRecordError` with its
     ``key``, ``reason`` and stored ``version``; a message, with key ``("message", id)``.
-    ``commits`` counts successful :meth:`commit` calls.
+    ``commits`` counts successful :meth:`commit` calls.  After a lost connection (server
+    restart, killed backend) the call fails with :class:`StoreUnavailableError` and the
+    pool replaces its connections, so the next call reconnects.
     """
 
     def __init__(
@@ -81,16 +108,26 @@ class SqlWorkflowStore(WorkflowStore):
         clock: Clock | None = None,
         create: bool = True,
         direct: bool = True,
+        notify: bool = True,
     ) -> None:
         if not isinstance(engine, Engine):
             raise TypeError(f"engine must be a sqlalchemy Engine, not {type(engine).__name__}")
         if clock is not None and not isinstance(clock, Clock):
             raise TypeError(f"clock must be a stepkernel Clock, not {type(clock).__name__}")
-        for name, flag in (("create", create), ("direct", direct)):
+        for name, flag in (("create", create), ("direct", direct), ("notify", notify)):
             if not isinstance(flag, bool):
                 raise TypeError(f"{name} must be a bool, not {type(flag).__name__}")
+        # create_engine(isolation_level=...) is kept on the dialect (applied to every new
+        # connection), Engine.execution_options(isolation_level=...) in the options.
+        levels = (
+            getattr(engine.dialect, "_on_connect_isolation_level", None),
+            engine.get_execution_options().get("isolation_level"),
+        )
+        if "AUTOCOMMIT" in levels:
+            raise ValueError("the engine must not be in AUTOCOMMIT: commits need transactions")
         self.clock = clock if clock is not None else SystemClock()
         self.commits = 0
+        self.retries = 0
         self._count_lock = threading.Lock()
         self._closed = False
         self._engine = engine
@@ -106,6 +143,8 @@ class SqlWorkflowStore(WorkflowStore):
         )
         self._sql = Statements(engine.dialect)
         self._direct = direct and self._sql.direct
+        self._notify = notify and self._sql.notify is not None
+        self._listener = Listener(engine) if can_listen(engine) else None
         self._batched_rowcount = bool(engine.dialect.supports_sane_multi_rowcount)
         sqlite = engine.dialect.name == "sqlite"
         lock = pool_lock(engine.pool) if sqlite else None
@@ -134,7 +173,35 @@ class SqlWorkflowStore(WorkflowStore):
         return StoreUnavailableError(
             f"SQL store {operation} failed: {type(error).__name__}: {error}",
             operation=operation,
+            sqlstate=sqlstate(error),
         )
+
+    def _retrying(self, operation: str, attempt: Callable[[], _T]) -> _T:
+        """Run the transaction *attempt*, again when the database aborts it as a lost
+        race (:mod:`.races`); driver errors become :class:`StoreUnavailableError`, and
+        a commit that keeps losing raises :class:`ConflictError`."""
+        for tries in range(1, ATTEMPTS + 1):
+            try:
+                return attempt()
+            except self._errors as error:
+                if not lost_race(error):
+                    raise self._unavailable(operation, error) from error
+                if tries < ATTEMPTS:
+                    with self._count_lock:
+                        self.retries += 1
+                    pause(tries)
+                    continue
+                if operation != "commit":
+                    raise self._unavailable(operation, error) from error
+                raise ConflictError(
+                    f"commit lost {ATTEMPTS} races in a row ({sqlstate(error)}): "
+                    f"{type(error).__name__}",
+                    key=None,
+                    expected=None,
+                    actual=None,
+                    sqlstate=sqlstate(error),
+                ) from error
+        raise AssertionError("unreachable")  # pragma: no cover
 
     def _write(self) -> contextlib.AbstractContextManager[Session]:
         """A write transaction (``BEGIN IMMEDIATE`` on SQLite); hold the write lock."""
@@ -193,17 +260,25 @@ class SqlWorkflowStore(WorkflowStore):
             self._count()
             return
         plan = CommitPlan(commit)
-        try:
+        notify = self._notify and bool(plan.enqueue)
+
+        def attempt() -> None:
             with self._write_lock:
                 try:
                     if not plan.distinct:
                         raise SlowPath
                     with self._write() as session:
-                        apply_fast(session, self._sql, plan, batched=self._batched_rowcount)
+                        apply_fast(
+                            session,
+                            self._sql,
+                            plan,
+                            batched=self._batched_rowcount,
+                            notify=notify,
+                        )
                 except SlowPath:
-                    apply_checked(self._write, self._sql, plan)
-        except self._errors as error:
-            raise self._unavailable("commit", error) from error
+                    apply_checked(self._write, self._sql, plan, notify=notify)
+
+        self._retrying("commit", attempt)
         for row, record in zip(plan.final_rows, plan.final_records, strict=True):
             self._remember((row["kind"], row["key"]), row["data"], record)
         self._count()
@@ -229,9 +304,12 @@ class SqlWorkflowStore(WorkflowStore):
         self._check_open()
         if limit <= 0:
             return []
+        if self._listener is not None and self._notify:
+            self._listener.drain()  # before the SELECT: see Listener.drain
         now = float(self.clock.now())
         until = now + lease_seconds
-        try:
+
+        def attempt() -> list[Delivery]:
             with self._write_lock, self._write() as session:
                 if ids is None:
                     rows = [
@@ -254,9 +332,9 @@ class SqlWorkflowStore(WorkflowStore):
                 if rows:
                     grants = [{"b_id": row[0], "u_owner": worker, "u_until": until} for row in rows]
                     session.run_many(self._sql.grant, grants)
-        except self._errors as error:
-            raise self._unavailable("lease", error) from error
-        return out
+            return out
+
+        return self._retrying("lease", attempt)
 
     def _leasable_by_ids(
         self, session: Session, wanted: list[str], now: float, limit: int
@@ -284,7 +362,7 @@ class SqlWorkflowStore(WorkflowStore):
         self._check_open()
         params = [{"b_id": i, "b_owner": worker} for i in dict.fromkeys(ids)]
         if params:
-            self._write_many("release", self._sql.release, params)
+            self._write_many("release", self._sql.release, params, notify=self._notify)
 
     def extend(self, ids: Iterable[str], *, worker: str, lease_seconds: float) -> None:
         """Move *worker*'s leases on *ids* to ``now + lease_seconds``."""
@@ -294,12 +372,16 @@ class SqlWorkflowStore(WorkflowStore):
         if params:
             self._write_many("extend", self._sql.extend, params)
 
-    def _write_many(self, operation: str, prepared: Any, params: list[dict[str, Any]]) -> None:
-        try:
+    def _write_many(
+        self, operation: str, prepared: Any, params: list[dict[str, Any]], *, notify: bool = False
+    ) -> None:
+        def attempt() -> None:
             with self._write_lock, self._write() as session:
                 session.run_many(prepared, params)
-        except self._errors as error:
-            raise self._unavailable(operation, error) from error
+                if notify and self._sql.notify is not None:
+                    session.run(self._sql.notify, {})
+
+        self._retrying(operation, attempt)
 
     def next_due(self) -> float | None:
         """``MIN(due)`` over the queue, ``None`` when it is empty."""
@@ -355,6 +437,21 @@ class SqlWorkflowStore(WorkflowStore):
                 found.append(record)
         return found
 
+    def wait_for_work(self, timeout: float) -> None:
+        """Wait until another transaction enqueues or releases messages, or *timeout*
+        seconds pass (see :mod:`.listen`); where the database cannot notify (SQLite,
+        MySQL) or ``notify=False``, wait *timeout* seconds like any store."""
+        self._check_open()
+        if timeout <= 0:
+            return
+        if self._listener is None or not self._notify:
+            super().wait_for_work(timeout)
+            return
+        self._listener.wait(timeout)
+
     def close(self) -> None:
-        """Make the store unusable; the engine stays the caller's to dispose."""
+        """Make the store unusable and close its listening connection; the engine stays
+        the caller's to dispose."""
         self._closed = True
+        if self._listener is not None:
+            self._listener.close()

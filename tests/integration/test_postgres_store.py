@@ -1,0 +1,376 @@
+"""The SQL store on a real PostgreSQL server (psycopg 3): the whole store contract, then
+what only a server with concurrent connections can show -- workers on several machines
+(engines) leasing disjoint messages, racing commits with one winner, absent keys held
+against concurrent inserts, and column bounds."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable, Iterator
+from functools import partial
+from typing import Any
+
+import pytest
+import sqlalchemy
+
+from stepkernel.adapters.sql import SqlWorkflowStore, server_engine
+from stepkernel.adapters.sql.rows import record_row
+from stepkernel.adapters.sql.schema import KEY_LENGTH, MESSAGE_ID_LENGTH, records
+from stepkernel.domain.errors import ConflictError, InvalidInputError
+from stepkernel.domain.records import ACHIEVEMENT, LANE, AchievementRecord, key_of
+from stepkernel.ports.clock import Clock, SystemClock
+from stepkernel.ports.store import Commit, WorkflowStore
+from stepkernel.testing.contract import WorkflowStoreContract, achievement, bump, lane
+from stepkernel.testing.contract_support import conflict_of, queued_message
+
+pytestmark = pytest.mark.integration
+
+StoreFactory = Callable[..., SqlWorkflowStore]
+
+
+def empty(engine: sqlalchemy.Engine) -> None:
+    """Backdoor: remove every record and message (the tables stay)."""
+    with engine.begin() as conn:
+        conn.exec_driver_sql("TRUNCATE sk_records, sk_messages")
+
+
+def open_store(url: str, *, clock: Clock | None = None, **options: Any) -> SqlWorkflowStore:
+    """A store on its own engine (its own pool: another "machine"), on empty tables."""
+    store = SqlWorkflowStore(server_engine(url, pool_size=4, **options), clock=clock)
+    empty(store.engine)
+    return store
+
+
+def dispose(store: SqlWorkflowStore) -> None:
+    store.close()
+    store.engine.dispose()
+
+
+@pytest.fixture
+def stores(postgres_url: str) -> Iterator[StoreFactory]:
+    """Opens stores on the test database (the first one empties it), disposed after
+    the test."""
+    opened: list[SqlWorkflowStore] = []
+
+    def make(*, clock: Clock | None = None, **options: Any) -> SqlWorkflowStore:
+        if opened:
+            store = SqlWorkflowStore(
+                server_engine(postgres_url, pool_size=4, **options), clock=clock
+            )
+        else:
+            store = open_store(postgres_url, clock=clock, **options)
+        opened.append(store)
+        return store
+
+    yield make
+    for store in opened:
+        dispose(store)
+
+
+class TestPostgresStore(WorkflowStoreContract):
+    """The SQL adapter on PostgreSQL meets the store contract."""
+
+    @pytest.fixture(autouse=True)
+    def _database(self, postgres_url: str) -> None:
+        self.url = postgres_url
+
+    def make_store(self, clock: Clock) -> WorkflowStore:
+        return open_store(self.url, clock=clock)
+
+    def dispose(self, store: WorkflowStore) -> None:
+        assert isinstance(store, SqlWorkflowStore)
+        dispose(store)
+
+    def corrupt(self, store: WorkflowStore, key: tuple[str, str]) -> None:
+        assert isinstance(store, SqlWorkflowStore)
+        with store.engine.begin() as conn:
+            conn.execute(
+                sqlalchemy.update(records)
+                .where(records.c.kind == key[0], records.c.key == key[1])
+                .values(data="{not json")
+            )
+
+
+def run_together(jobs: list[Callable[[], Any]]) -> list[Any]:
+    """Run *jobs* in threads released at once; each one's result or raised error."""
+    barrier = threading.Barrier(len(jobs))
+    results: list[Any] = [None] * len(jobs)
+
+    def run(i: int) -> None:
+        barrier.wait()
+        try:
+            results[i] = jobs[i]()
+        except Exception as error:  # reported to the test as a value
+            results[i] = error
+
+    threads = [threading.Thread(target=run, args=(i,)) for i in range(len(jobs))]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(60)
+    return results
+
+
+# -- leasing from several machines ---------------------------------------------------------
+
+
+def test_two_machines_lease_disjoint_messages(stores: StoreFactory) -> None:
+    """Eight threads on two engines lease (``FOR UPDATE SKIP LOCKED``) until the queue
+    is drained: every message is handed out exactly once."""
+    first, second = stores(), stores()
+    now = SystemClock().now()
+    ids = [f"m{i:03d}" for i in range(400)]
+    first.commit(Commit(enqueue=[queued_message(i, at=now - 1) for i in ids]))
+    leased: list[str] = []
+    lock = threading.Lock()
+
+    def drain(store: SqlWorkflowStore, worker: str) -> int:
+        batches = 0
+        while batch := store.lease(worker=worker, limit=7, lease_seconds=60):
+            batches += 1
+            with lock:
+                leased.extend(d.message.id for d in batch)
+        return batches
+
+    results = run_together(
+        [partial(drain, store, f"w{n}") for n in range(4) for store in (first, second)]
+    )
+    assert all(isinstance(r, int) for r in results), results
+    assert sum(results) >= 400 // 7  # many batches, from both engines
+    assert Counter(leased) == Counter(ids)
+
+
+def test_leasing_does_not_wait_for_a_locked_message(stores: StoreFactory) -> None:
+    """A message locked by another transaction is skipped, not waited for: ``lease``
+    returns the others at once."""
+    store = stores()
+    now = SystemClock().now()
+    store.commit(
+        Commit(enqueue=[queued_message("held", at=now - 2), queued_message("free", at=now - 1)])
+    )
+    with store.engine.connect() as conn, conn.begin():
+        conn.exec_driver_sql("SELECT id FROM sk_messages WHERE id = 'held' FOR UPDATE")
+        started = time.monotonic()
+        got = store.lease(worker="w1", limit=10, lease_seconds=60)
+        assert time.monotonic() - started < 2
+    assert [d.message.id for d in got] == ["free"]
+
+
+# -- racing commits -----------------------------------------------------------------------
+
+
+def test_racing_updates_have_one_winner(stores: StoreFactory) -> None:
+    """Eight commits of version 2 of one record, from two engines at once: exactly one
+    applies, every other raises :class:`ConflictError` (expected 1, actual 2)."""
+    first, second = stores(), stores()
+    for round_ in range(5):
+        base = achievement(f"k{round_}", checksum="0")
+        first.commit(Commit(writes=[base]))
+        results = run_together(
+            [
+                partial(store.commit, Commit(writes=[bump(base, checksum=str(n))]))
+                for n in range(4)
+                for store in (first, second)
+            ]
+        )
+        losers = [r for r in results if isinstance(r, ConflictError)]
+        assert results.count(None) == 1, results
+        assert len(losers) == 7, results
+        assert all(conflict_of(e) == (key_of(base), 1, 2) for e in losers)
+        stored = first.load([key_of(base)])[key_of(base)]
+        assert stored is not None
+        assert stored.version == 2
+
+
+def test_racing_creates_have_one_winner(stores: StoreFactory) -> None:
+    """Eight commits creating one record (version 1) at once: one applies, the others
+    raise :class:`ConflictError` (expected 0, actual 1) -- the insert that found the key
+    taken by a concurrent transaction is a conflict, not a driver error."""
+    first, second = stores(), stores()
+    for round_ in range(5):
+        key = (ACHIEVEMENT, f"new{round_}")
+        results = run_together(
+            [
+                partial(store.commit, Commit(writes=[achievement(key[1], checksum=str(n))]))
+                for n in range(4)
+                for store in (first, second)
+            ]
+        )
+        assert results.count(None) == 1, results
+        losers = [r for r in results if r is not None]
+        assert all(isinstance(e, ConflictError) for e in losers), losers
+        assert all(conflict_of(e) == (key, 0, 1) for e in losers)
+
+
+def test_concurrent_increments_from_two_engines_lose_nothing(stores: StoreFactory) -> None:
+    """Eight threads on two engines increment one counter with retry-on-conflict: the
+    final count is exact under ``READ COMMITTED``."""
+    first, second = stores(), stores()
+    key = (ACHIEVEMENT, "counter")
+    first.commit(Commit(writes=[achievement("counter", checksum="0")]))
+
+    def add(store: SqlWorkflowStore, times: int) -> None:
+        for _ in range(times):
+            while True:
+                current = store.load([key])[key]
+                assert isinstance(current, AchievementRecord)
+                try:
+                    store.commit(
+                        Commit(writes=[bump(current, checksum=str(int(current.checksum) + 1))])
+                    )
+                except ConflictError:
+                    continue
+                break
+
+    results = run_together([partial(add, s, 20) for s in (first, second) * 4])
+    assert results == [None] * 8
+    final = second.load([key])[key]
+    assert isinstance(final, AchievementRecord)
+    assert (final.checksum, final.version) == ("160", 161)
+
+
+# -- absent keys ------------------------------------------------------------------------
+
+
+def _insert_uncommitted(conn: sqlalchemy.Connection, record: Any) -> None:
+    conn.execute(records.insert().values(record_row(key_of(record), record)))
+
+
+@pytest.mark.parametrize("outcome", ["commit", "rollback"])
+def test_absent_guard_waits_for_an_uncommitted_insert(stores: StoreFactory, outcome: str) -> None:
+    """A commit guarding the absence of a key that another transaction is inserting
+    waits for it: if the insert commits, the guard conflicts (expected 0, actual 1) and
+    nothing is written; if it rolls back, the guarded commit applies."""
+    store = stores()
+    key = (LANE, "l1")
+    result: list[Any] = []
+    with store.engine.connect() as conn:
+        transaction = conn.begin()
+        _insert_uncommitted(conn, lane("l1"))
+        guarded = threading.Thread(
+            target=lambda: result.append(
+                _outcome(lambda: store.commit(Commit(guards={key: 0}, writes=[achievement("k1")])))
+            )
+        )
+        guarded.start()
+        guarded.join(0.5)
+        assert guarded.is_alive(), "the guarded commit did not wait for the insert"
+        if outcome == "commit":
+            transaction.commit()
+        else:
+            transaction.rollback()
+        guarded.join(10)
+    written = store.load([(ACHIEVEMENT, "k1")])[(ACHIEVEMENT, "k1")]
+    if outcome == "commit":
+        assert isinstance(result[0], ConflictError)
+        assert conflict_of(result[0]) == (key, 0, 1)
+        assert written is None
+    else:
+        assert result == [None]
+        assert written == achievement("k1")
+
+
+def test_insert_waits_for_an_absent_guard(stores: StoreFactory) -> None:
+    """While a commit holds a guarded absent key (its placeholder, uncommitted), another
+    transaction's insert of that key waits, and the placeholder is gone -- never
+    visible -- once the guarded commit is done."""
+    store = stores()
+    key = (LANE, "l1")
+    with store.engine.connect() as conn:
+        transaction = conn.begin()
+        _insert_uncommitted(conn, achievement("gate"))
+        # The guarded commit blocks on "gate" (created by it too) after holding "l1".
+        guarded = threading.Thread(
+            target=lambda: _outcome(
+                lambda: store.commit(Commit(guards={key: 0}, writes=[achievement("gate")]))
+            )
+        )
+        guarded.start()
+        time.sleep(0.3)
+        inserted: list[Any] = []
+        inserter = threading.Thread(
+            target=lambda: inserted.append(
+                _outcome(lambda: store.commit(Commit(writes=[lane("l1")])))
+            )
+        )
+        inserter.start()
+        inserter.join(0.5)
+        assert inserter.is_alive(), "the insert did not wait for the guarded absent key"
+        transaction.rollback()
+        guarded.join(10)
+        inserter.join(10)
+    assert inserted == [None]
+    assert store.load([key])[key] == lane("l1")
+    with store.engine.connect() as conn:
+        assert (
+            conn.exec_driver_sql("SELECT count(*) FROM sk_records WHERE version = 0").scalar() == 0
+        )
+
+
+def test_write_skew_on_absent_keys_is_refused(stores: StoreFactory) -> None:
+    """Two commits at once, each guarding the absence of the key the other creates:
+    never both apply (in any serial order the second one's guard fails)."""
+    # A short deadlock_timeout: the two placeholders make the commits wait for each
+    # other, and the database breaks the cycle; one commit is redone and conflicts.
+    first = stores(connect_args={"options": "-c deadlock_timeout=50ms"})
+    second = stores(connect_args={"options": "-c deadlock_timeout=50ms"})
+    for n in range(5):
+        a, b = (LANE, f"a{n}"), (LANE, f"b{n}")
+        results = run_together(
+            [
+                partial(first.commit, Commit(guards={b: 0}, writes=[lane(a[1])])),
+                partial(second.commit, Commit(guards={a: 0}, writes=[lane(b[1])])),
+            ]
+        )
+        loaded = first.load([a, b])
+        applied = [r is None for r in results]
+        assert applied.count(True) == 1, results
+        assert [loaded[a] is not None, loaded[b] is not None] == applied
+        loser = next(r for r in results if r is not None)
+        assert isinstance(loser, ConflictError)
+
+
+def _outcome(job: Callable[[], Any]) -> Any:
+    try:
+        return job()
+    except Exception as error:  # the test inspects it
+        return error
+
+
+# -- bounds -------------------------------------------------------------------------------
+
+
+def test_key_at_the_column_limit_round_trips(stores: StoreFactory) -> None:
+    """A record key of exactly :data:`KEY_LENGTH` characters and a message id of
+    :data:`MESSAGE_ID_LENGTH` are stored and read back."""
+    store = stores()
+    record = achievement("k" * KEY_LENGTH)
+    message = queued_message("m" * MESSAGE_ID_LENGTH, at=0)
+    store.commit(Commit(writes=[record], enqueue=[message]))
+    assert store.load([key_of(record)])[key_of(record)] == record
+    assert store.queued() == [message]
+
+
+@pytest.mark.parametrize(
+    ("bad", "column"),
+    [
+        (Commit(writes=[achievement("k" * (KEY_LENGTH + 1))]), "sk_records.key"),
+        (Commit(enqueue=[queued_message("m" * (MESSAGE_ID_LENGTH + 1), at=0)]), "sk_messages.id"),
+        (Commit(writes=[achievement("nul\x00key")]), "sk_records.key"),
+    ],
+    ids=["long-key", "long-message-id", "nul"],
+)
+def test_values_the_columns_cannot_hold_are_refused(
+    stores: StoreFactory, bad: Commit, column: str
+) -> None:
+    """A key longer than its column, or holding NUL, raises :class:`InvalidInputError`
+    naming the column before anything is sent (instead of a driver error), and the rest
+    of the commit is not applied."""
+    store = stores()
+    with pytest.raises(InvalidInputError) as caught:
+        store.commit(Commit(writes=[achievement("ok"), *bad.writes], enqueue=bad.enqueue))
+    assert caught.value.fields["column"] == column
+    assert store.load([(ACHIEVEMENT, "ok")])[(ACHIEVEMENT, "ok")] is None
+    assert store.queued() == []
