@@ -1,16 +1,17 @@
 """Exhaustive small schedules: every order in which a small scenario can unfold.
 
 Where :mod:`stepkernel.testing.simulation` *samples* schedules with seeds, this module
-*enumerates* them: for a scenario small enough, every delivery order of every message,
-each message optionally delivered twice, every moment at which each outside event may
-happen and at which time may pass -- and it says so, or raises.
+*enumerates* them: for a scenario small enough, every delivery order of its messages,
+each message optionally delivered twice, every moment for each outside event and for
+time to pass -- and it says so, or raises.
 
 Theory of operation
 -------------------
-A *scenario* is a function that builds a fresh :class:`World` (an :class:`App` on
-``CheckedStore(InMemoryWorkflowStore(FakeClock))``), submits its roots, declares its
-*outside events* with :meth:`World.event` ("complete the outbound action now",
-"complete an unknown id") and sets its final check, :attr:`World.check`.
+A *scenario* is a function that builds a fresh :class:`World` -- an :class:`App` on
+``CheckedStore(InMemoryWorkflowStore(FakeClock))``, both subclassed to observe what
+each delivery touches and to race duplicates (see below) -- submits its roots,
+declares its *outside events* with :meth:`World.event` ("complete the outbound action
+now", "complete an unknown id") and sets its final check, :attr:`World.check`.
 
 A *schedule* is a sequence of choices.  At each point the choices are, in this order:
 
@@ -29,35 +30,67 @@ A *schedule* is a sequence of choices.  At each point the choices are, in this o
     fire an outside event that has not fired yet.
 ``advance to t+<s>``
     move the :class:`FakeClock` to the earliest ``available_at`` still in the future.
-    Offered whenever such a message is queued, whether or not others are due now: a
-    worker may lag behind its timers.  It is the only choice once nothing is due and
-    every event has fired.
+    Offered whenever such a message is queued, whether or not others are due now (a
+    worker may lag behind its timers); the only choice once nothing is due and every
+    event has fired.
 
-A schedule ends when nothing is queued and every event has fired.  Then the whole
-state must be healed (:meth:`Invariants.at_quiescence` with ``healed=True``: every
-action finished, nothing queued), no invariant may have been broken by any commit
-(:class:`CheckedStore` checks each one), and the scenario's own check must pass.  After
-every choice, nothing in flight may lack a wake-up (``at_quiescence(healed=False)``).
+A schedule ends when nothing is queued and every event has fired.  Every commit is
+checked as it happens (:class:`CheckedStore`); after every choice nothing in flight may
+lack a wake-up (:meth:`Invariants.at_quiescence`, ``healed=False``); at the end the
+state must be healed (``healed=True``: every action finished, nothing queued) and the
+scenario's check must pass.
 
 :func:`explore` is a stateless depth-first search: each schedule is re-executed from
-scratch (a fresh world from the scenario), taking the recorded choices of the previous
-schedule up to its deepest point with an untried alternative, then that alternative,
-then the first choice everywhere after.  Nothing is copied or restored, so what is
-checked is exactly what the engine does.  Scenarios must therefore be deterministic
-(sequential ids, a seeded ``rng``, no wall clock): a replayed choice whose label differs
-raises :class:`NondeterministicScenario`.
+scratch (a fresh world from the scenario), following the previous schedule up to its
+deepest point with an untried alternative, then that alternative, then the first
+choice everywhere after.  Nothing is copied or restored, so what is checked is exactly
+what the engine does.  Scenarios must be deterministic (sequential ids, seeded
+randomness, no wall clock): a replayed point that offers other choices raises
+:class:`NondeterministicScenario`.
 
-There is no partial-order reduction: every interleaving is run, including those that
-only reorder unrelated work.  Keep scenarios small -- a handful of messages -- and let
-*limit* say how small: :func:`explore` raises :class:`ScheduleLimitExceeded` rather than
-return after a partial search, so a passing exploration is always exhaustive.
+Reduction
+---------
+With ``reduce=True`` (the default) the search skips schedules that cannot reach
+anything new, in two sound ways; ``reduce=False`` runs every schedule.
 
-A failing schedule raises :class:`ScheduleFailure` naming its choices;
-:func:`run_schedule` replays exactly those choices for a debugger.
+*Commuting deliveries* (sleep sets, Godefroid 1996).  Two deliveries that touch
+disjoint state commute: in either order they make the same commits and end in the same
+state.  After exploring choice ``t`` at a point, each later sibling is explored with
+``t`` asleep -- not to be taken again -- for as long as the choices made since commute
+with ``t``.  This keeps one schedule per class of equivalent interleavings and still
+reaches every state and every final state (a commit skipped at one state is made, on
+the very same records, at another).  A path on which every remaining choice is asleep
+is dropped unfinished (:attr:`Exploration.redundant`).
+
+Whether two deliveries commute is observed, not declared: while a delivery runs (its
+duplicate and the invariant checker's reads included), the in-memory store records
+the record keys it read and wrote, the message ids it enqueued, leased or acknowledged,
+and any draw from the app's random generator (retry jitter).  Two deliveries commute
+when neither wrote anything the other read or wrote.  Outside events and the passing
+of time commute with nothing.
+
+*Converged duplicates.*  When ``deliver twice <id>`` leaves exactly the state ``deliver
+<id>`` left from the same point (every record's version and digest chain, the queue,
+the clock), everything after it was already explored from that state, and the path
+stops there (:attr:`Exploration.converged`); the duplicate's own commits were checked.
+A duplicate that ends anywhere else is explored to the end like any other choice.
+
+Both reductions see only the store.  State kept *outside* it by user code (a list a
+step body appends to) is not observed: a check that depends on the order of such side
+effects between unrelated actions, or on how often a body ran after a duplicate, needs
+``reduce=False``.
+
+Limits
+------
+*limit* bounds the executions (finished schedules plus paths stopped early):
+:func:`explore` raises :class:`ScheduleLimitExceeded` rather than return after a
+partial search, so a passing exploration is always exhaustive.  A failing schedule raises
+:class:`ScheduleFailure` naming its choices; :func:`run_schedule` replays exactly those.
 """
 
 from __future__ import annotations
 
+import hashlib
 import itertools
 import random
 from collections import Counter
@@ -68,8 +101,8 @@ from attrs import frozen
 
 from stepkernel.adapters.memory import InMemoryWorkflowStore
 from stepkernel.domain.messages import Message
-from stepkernel.domain.records import ActionRecord, Record, RecordKey
-from stepkernel.ports.store import ActionQuery, Commit, Delivery, WorkflowStore
+from stepkernel.domain.records import ActionRecord, Record, RecordKey, key_of
+from stepkernel.ports.store import ActionQuery, Commit, Delivery
 from stepkernel.runtime.app import App
 from stepkernel.runtime.policy import RetryPolicy
 from stepkernel.runtime.registry import Registry
@@ -80,38 +113,66 @@ Check = Callable[[], "str | None"]
 """A scenario's final check: asserts, and may return an outcome label (counted in
 :attr:`Exploration.outcomes`, so a test can require that every outcome was reached)."""
 
+Place = tuple[str, ...]
+"""A piece of state a delivery may touch: ``("record", kind, key)``, ``("message",
+id)`` or ``("random",)``."""
+
 
 @frozen
-class OutsideEvent:
-    """Something that happens from outside at a moment the schedule chooses."""
+class _Footprint:
+    """What one choice read and wrote; ``everything`` when unknown (commutes with
+    nothing)."""
 
-    name: str
-    fire: Callable[[], object]
+    reads: frozenset[Place] = frozenset()
+    writes: frozenset[Place] = frozenset()
+    everything: bool = False
+
+    def commutes_with(self, other: _Footprint) -> bool:
+        if self.everything or other.everything:
+            return False
+        return not (self.writes & (other.reads | other.writes) or other.writes & self.reads)
 
 
-class _RacingStore(WorkflowStore):
-    """Delegates to *inner*; when armed, runs the armed handler (the duplicate's worker)
-    just before the next write (``commit`` or ``ack``) and disarms."""
+_EVERYTHING = _Footprint(everything=True)
 
-    def __init__(self, inner: WorkflowStore) -> None:
-        self.inner = inner
-        self.clock = inner.clock
-        self._armed: Callable[[], object] | None = None
 
-    def arm(self, racer: Callable[[], object]) -> None:
-        self._armed = racer
+# -- the stores under the app -----------------------------------------------------------------
 
-    def race(self) -> None:
-        racer, self._armed = self._armed, None
-        if racer is not None:
-            racer()
+
+def _records(keys: Iterable[RecordKey]) -> set[Place]:
+    return {("record", *key) for key in keys}
+
+
+def _messages(ids: Iterable[str]) -> set[Place]:
+    return {("message", i) for i in ids}
+
+
+class _RecordingStore(InMemoryWorkflowStore):
+    """The in-memory store, noting what the calls since :meth:`footprint` touched
+    (``all_records``, the backdoor, is not noted)."""
+
+    def __init__(self, *, clock: FakeClock) -> None:
+        self.reads: set[Place] = set()
+        self.writes: set[Place] = set()
+        self.everything = False
+        super().__init__(clock=clock)
+
+    def footprint(self) -> _Footprint:
+        """What was touched since the last call, which starts afresh."""
+        done = _Footprint(frozenset(self.reads), frozenset(self.writes), self.everything)
+        self.reads, self.writes, self.everything = set(), set(), False
+        return done
 
     def load(self, keys: Collection[RecordKey]) -> dict[RecordKey, Record | None]:
-        return self.inner.load(keys)
+        self.reads |= _records(keys)
+        return super().load(keys)
 
     def commit(self, commit: Commit) -> None:
-        self.race()
-        self.inner.commit(commit)
+        self.reads |= _records(commit.guards)
+        self.writes |= _records(key_of(r) for r in commit.writes)
+        self.writes |= _records(t.key for t in commit.deletes)
+        self.writes |= _messages(m.id for m in commit.enqueue) | _messages(commit.ack)
+        super().commit(commit)
 
     def lease(
         self,
@@ -121,32 +182,83 @@ class _RacingStore(WorkflowStore):
         lease_seconds: float,
         ids: Sequence[str] | None = None,
     ) -> list[Delivery]:
-        return self.inner.lease(worker=worker, limit=limit, lease_seconds=lease_seconds, ids=ids)
+        self.everything |= ids is None
+        self.writes |= _messages(ids or ())
+        return super().lease(worker=worker, limit=limit, lease_seconds=lease_seconds, ids=ids)
+
+    def ack(self, ids: Iterable[str]) -> None:
+        ids = list(ids)
+        self.writes |= _messages(ids)
+        super().ack(ids)
+
+    def release(self, ids: Iterable[str], *, worker: str) -> None:
+        ids = list(ids)
+        self.writes |= _messages(ids)
+        super().release(ids, worker=worker)
+
+    def extend(self, ids: Iterable[str], *, worker: str, lease_seconds: float) -> None:
+        ids = list(ids)
+        self.writes |= _messages(ids)
+        super().extend(ids, worker=worker, lease_seconds=lease_seconds)
+
+    def next_due(self) -> float | None:
+        self.everything = True
+        return super().next_due()
+
+    def queued(self, *, action_id: str | None = None) -> list[Message]:
+        self.everything = True
+        return super().queued(action_id=action_id)
+
+    def find_actions(self, query: ActionQuery) -> list[ActionRecord]:
+        self.everything = True
+        return super().find_actions(query)
+
+
+class _RacingStore(CheckedStore):
+    """A :class:`CheckedStore` that, when armed, runs the armed handler (a duplicate's
+    worker) just before the next write (``commit`` or ``ack``), then disarms."""
+
+    _armed: Callable[[], object] | None = None
+
+    def arm(self, racer: Callable[[], object]) -> None:
+        self._armed = racer
+
+    def race(self) -> None:
+        racer, self._armed = self._armed, None
+        if racer is not None:
+            racer()
+
+    def commit(self, commit: Commit) -> None:
+        self.race()
+        super().commit(commit)
 
     def ack(self, ids: Iterable[str]) -> None:
         self.race()
-        self.inner.ack(ids)
+        super().ack(ids)
 
-    def release(self, ids: Iterable[str], *, worker: str) -> None:
-        self.inner.release(ids, worker=worker)
 
-    def extend(self, ids: Iterable[str], *, worker: str, lease_seconds: float) -> None:
-        self.inner.extend(ids, worker=worker, lease_seconds=lease_seconds)
+class _RecordingRandom(random.Random):
+    """A seeded generator whose draws count as writes to ``("random",)``: the order of
+    two deliveries that both draw matters."""
 
-    def next_due(self) -> float | None:
-        return self.inner.next_due()
+    def __init__(self, seed: int, store: _RecordingStore) -> None:
+        super().__init__(seed)
+        self._store = store
 
-    def queued(self, *, action_id: str | None = None) -> list[Message]:
-        return self.inner.queued(action_id=action_id)
+    def random(self) -> float:
+        self._store.writes.add(("random",))
+        return super().random()
 
-    def find_actions(self, query: ActionQuery) -> list[ActionRecord]:
-        return self.inner.find_actions(query)
 
-    def now(self) -> float:
-        return self.inner.now()
+# -- scenarios ------------------------------------------------------------------------------
 
-    def close(self) -> None:
-        self.inner.close()
+
+@frozen
+class OutsideEvent:
+    """Something that happens from outside at a moment the schedule chooses."""
+
+    name: str
+    fire: Callable[[], object]
 
 
 class World:
@@ -155,8 +267,9 @@ class World:
 
     ``app`` is what the scenario submits to and completes through; ``store`` is the
     in-memory store underneath (a backdoor: ``all_records()``, ``queued()``);
-    ``invariants`` collects every violation found.  Ids are sequential (``r1``,
-    ``r2``...) and retry jitter is seeded, so a world replays exactly.
+    ``invariants`` collects every violation found; ``start`` is the clock's start.  Ids
+    are sequential (``r1``, ``r2``...) and retry jitter is seeded, so a world replays
+    exactly.
     """
 
     def __init__(
@@ -167,18 +280,18 @@ class World:
         lease_seconds: float = 60.0,
         start: float = 1_700_000_000.0,
     ) -> None:
-        self.clock = FakeClock(start)
         self.start = start
-        self.store = InMemoryWorkflowStore(clock=self.clock)
+        self.clock = FakeClock(start)
+        self.store = _RecordingStore(clock=self.clock)
         self.invariants = Invariants()
-        self._racing = _RacingStore(CheckedStore(self.store, self.invariants))
+        self._racing = _RacingStore(self.store, self.invariants)
         counter = itertools.count(1)
         self.app = App(
             registry,
             self._racing,
             retry=retry,
             new_id=lambda: f"r{next(counter)}",
-            rng=random.Random(0),
+            rng=_RecordingRandom(0, self.store),
             lease_seconds=lease_seconds,
         )
         self.events: list[OutsideEvent] = []
@@ -199,49 +312,71 @@ class World:
         """Every stored action record by id."""
         return {r.id: r for r in self.records().values() if isinstance(r, ActionRecord)}
 
+    def fingerprint(self) -> str:
+        """A digest of the state: the clock, every record's key, version and digest
+        chain, and every queued message."""
+        parts = sorted(f"{k[0]}:{k[1]}@{r.version}:{r.digest}" for k, r in self.records().items())
+        parts += sorted(repr(m) for m in self.store.queued())
+        parts.append(repr(self.clock.now()))
+        return hashlib.sha256("\n".join(parts).encode()).hexdigest()[:16]
+
 
 Scenario = Callable[[], World]
 """Builds a fresh :class:`World` and submits its roots; called once per schedule."""
 
 
+# -- results and errors ------------------------------------------------------------------------
+
+
 @frozen
 class Exploration:
-    """What :func:`explore` ran: ``schedules`` (complete ones, all of them),
-    ``max_depth`` (most choices in one schedule), ``deliveries`` (messages handled,
-    copies included), ``duplicates`` (twice-delivered messages), ``events`` (outside
-    events fired) and ``outcomes`` (how many schedules ended with each label the
-    scenario's check returned)."""
+    """What :func:`explore` ran.
+
+    ``schedules``: finished schedules (all of them, or one per class of equivalent
+    interleavings when reduced); ``redundant``: paths dropped because every choice left
+    was asleep; ``converged``: paths stopped at a duplicate that left the state the
+    single delivery left; ``max_depth``: most choices in one schedule; ``deliveries``:
+    messages handled (copies included); ``duplicates``: twice-delivered messages;
+    ``events``: outside events fired; ``outcomes``: how many schedules ended with each
+    label the scenario's check returned; ``final_states``: the distinct fingerprints
+    (:meth:`World.fingerprint`) of the final states.
+    """
 
     schedules: int
+    redundant: int
+    converged: int
     max_depth: int
     deliveries: int
     duplicates: int
     events: int
     outcomes: Mapping[str, int]
+    final_states: frozenset[str]
 
     def __str__(self) -> str:
         seen = ", ".join(f"{k}: {v}" for k, v in sorted(self.outcomes.items()))
         return (
-            f"{self.schedules} schedules (max depth {self.max_depth}, {self.deliveries} "
-            f"deliveries, {self.duplicates} duplicated, {self.events} events)"
+            f"{self.schedules} schedules ({self.redundant} redundant and {self.converged} "
+            f"converged paths stopped early; max depth {self.max_depth}; "
+            f"{self.deliveries} deliveries, {self.duplicates} duplicated, "
+            f"{self.events} events; {len(self.final_states)} final states)"
             + (f"; outcomes {seen}" if seen else "")
         )
 
 
 class ScheduleLimitExceeded(AssertionError):
-    """The scenario has more than ``limit`` schedules: the search stopped, so nothing
+    """The scenario needs more than ``limit`` executions: the search stopped, so nothing
     was proven about the rest.  Raise the limit or shrink the scenario."""
 
     def __init__(self, limit: int) -> None:
         self.limit = limit
         super().__init__(
-            f"more than {limit} schedules: the exploration would not be exhaustive "
+            f"more than {limit} executions: the exploration would not be exhaustive "
             "(raise limit= or shrink the scenario)"
         )
 
 
 class ScheduleFailure(AssertionError):
-    """One schedule broke an invariant, its scenario's check, or raised.
+    """One schedule broke an invariant or its scenario's check, or raised.
 
     ``schedule`` holds the choices made (replay them with :func:`run_schedule`),
     ``violations`` the invariant violations, ``cause`` the exception, if any.
@@ -268,8 +403,11 @@ class ScheduleFailure(AssertionError):
 
 
 class NondeterministicScenario(RuntimeError):
-    """Replaying a recorded choice found another one at that point: the scenario does
+    """Replaying a recorded choice found other choices at that point: the scenario does
     not behave the same way twice (wall clock, random ids, set order...)."""
+
+
+# -- one schedule -------------------------------------------------------------------------------
 
 
 @frozen
@@ -281,17 +419,31 @@ class _Choice:
     when: float = 0.0
 
 
+class _Chooser:
+    """Picks a choice at each point of one execution (``None``: every choice is asleep,
+    drop this path) and learns what the picked one touched."""
+
+    def choose(self, depth: int, choices: Sequence[_Choice]) -> int | None:
+        raise NotImplementedError
+
+    def touched(self, depth: int, footprint: _Footprint, state: Callable[[], str]) -> bool:
+        """The choice picked at *depth* touched *footprint* and left the state whose
+        fingerprint *state* computes; ``True`` stops the path there (converged)."""
+        return False
+
+
 @frozen
-class _Taken:
-    index: int
-    count: int
-    label: str
+class _Ran:
+    """How one execution ended: ``finished``, ``redundant`` or ``converged``."""
+
+    ending: str
+    world: World
+    depth: int
+    outcome: str | None = None
 
 
-_UNKNOWN = "\0"
-"""The label of a choice not yet offered (the next alternative to try)."""
-
-Picker = Callable[[int, Sequence[_Choice]], int]
+_DELIVER = "deliver "
+_TWICE = "deliver twice "
 
 
 @attrs.define
@@ -310,9 +462,9 @@ def _choices(
     for message in queued:
         if message.available_at > now:
             continue
-        out.append(_Choice(f"deliver {message.id}", "deliver", message.id))
+        out.append(_Choice(_DELIVER + message.id, "deliver", message.id))
         if duplicates and message.id not in duplicated:
-            out.append(_Choice(f"deliver twice {message.id}", "deliver", message.id, twice=True))
+            out.append(_Choice(_TWICE + message.id, "deliver", message.id, twice=True))
     out.extend(
         _Choice(f"event {e.name}", "event", e.name) for e in world.events if e.name not in fired
     )
@@ -338,15 +490,13 @@ def _deliver(world: World, choice: _Choice, tally: _Tally) -> None:
         tally.deliveries += 1
         tally.duplicates += 1
     app.engine.handle(delivery)
-    world._racing.race()  # the original wrote nothing: the copy runs after it
+    world._racing.race()  # when the original wrote nothing, its copy runs after it
 
 
 def _execute(
-    scenario: Scenario, pick: Picker, *, duplicates: bool, max_depth: int, tally: _Tally
-) -> tuple[World, list[_Taken], str | None]:
-    """Run one schedule, choosing with *pick*; returns the world, the choices taken and
-    the check's outcome label.  Raises :class:`ScheduleFailure`."""
-    taken: list[_Taken] = []
+    scenario: Scenario, chooser: _Chooser, *, duplicates: bool, max_depth: int, tally: _Tally
+) -> _Ran:
+    """Run one schedule as *chooser* picks it.  Raises :class:`ScheduleFailure`."""
     labels: list[str] = []
     world = scenario()
     fired: set[str] = set()
@@ -358,16 +508,15 @@ def _execute(
 
     if world.invariants.violations:
         raise fail("the scenario's setup broke an invariant")
-    while True:
-        choices = _choices(world, fired, duplicated, duplicates)
-        if not choices:
-            break
-        if len(taken) >= max_depth:
+    while choices := _choices(world, fired, duplicated, duplicates):
+        if len(labels) >= max_depth:
             raise fail(f"longer than max_depth={max_depth} choices (a livelock?)")
-        index = pick(len(taken), choices)
+        index = chooser.choose(len(labels), choices)
+        if index is None:
+            return _Ran("redundant", world, len(labels))
         choice = choices[index]
-        taken.append(_Taken(index, len(choices), choice.label))
         labels.append(choice.label)
+        world.store.footprint()  # note only what this choice touches
         try:
             if choice.kind == "deliver":
                 if choice.twice:
@@ -379,13 +528,18 @@ def _execute(
                 events[choice.target].fire()
             else:
                 world.clock.advance_to(choice.when)
-        except NondeterministicScenario:
-            raise
         except Exception as exc:
             raise fail(f"{choice.label} raised", exc) from exc
+        footprint = world.store.footprint()
         world.invariants.at_quiescence(world.records(), world.store.queued(), healed=False)
         if world.invariants.violations:
             raise fail(f"an invariant broke at {choice.label}")
+        if chooser.touched(
+            len(labels) - 1,
+            footprint if choice.kind == "deliver" else _EVERYTHING,
+            world.fingerprint,
+        ):
+            return _Ran("converged", world, len(labels))
     world.invariants.at_quiescence(world.records(), world.store.queued(), healed=True)
     if world.invariants.violations:
         raise fail("not healed at the end")
@@ -395,13 +549,93 @@ def _execute(
             outcome = world.check()
         except Exception as exc:
             raise fail("the scenario's check failed", exc) from exc
-    return world, taken, outcome
+    return _Ran("finished", world, len(labels), outcome)
+
+
+# -- the search -----------------------------------------------------------------------------------
+
+
+@attrs.define
+class _Point:
+    """One point of the current path: the choices offered, the one taken and what it
+    touched, the sleep set on arrival and the alternatives already explored here."""
+
+    labels: tuple[str, ...]
+    index: int
+    asleep: dict[str, _Footprint]
+    footprint: _Footprint | None = None
+    explored: dict[str, _Footprint] = attrs.field(factory=dict)
+    left: dict[str, str] = attrs.field(factory=dict)
+    """The fingerprint each single delivery left, for its duplicate to compare."""
+
+
+class _DepthFirst(_Chooser):
+    """The stateless depth-first search over choice sequences, with sleep sets when
+    *reduce* (see the module docstring)."""
+
+    def __init__(self, *, reduce: bool) -> None:
+        self.reduce = reduce
+        self.path: list[_Point] = []
+
+    def choose(self, depth: int, choices: Sequence[_Choice]) -> int | None:
+        labels = tuple(c.label for c in choices)
+        if depth < len(self.path):  # replaying the current path
+            point = self.path[depth]
+            if point.labels != labels:
+                raise NondeterministicScenario(
+                    f"at choice {depth + 1}, {list(point.labels)} were offered before, "
+                    f"{list(labels)} now"
+                )
+            return point.index
+        asleep = self._asleep_after(depth - 1) if self.reduce and depth else {}
+        for index, label in enumerate(labels):
+            if label not in asleep:
+                self.path.append(_Point(labels, index, asleep))
+                return index
+        return None
+
+    def _asleep_after(self, depth: int) -> dict[str, _Footprint]:
+        point = self.path[depth]
+        taken = point.footprint
+        assert taken is not None
+        candidates = {**point.asleep, **point.explored}
+        return {label: fp for label, fp in candidates.items() if fp.commutes_with(taken)}
+
+    def touched(self, depth: int, footprint: _Footprint, state: Callable[[], str]) -> bool:
+        point = self.path[depth]
+        if point.footprint is not None:  # replaying
+            return False
+        point.footprint = footprint
+        if not self.reduce:
+            return False
+        label = point.labels[point.index]
+        if label.startswith(_TWICE):
+            single = point.left.get(_DELIVER + label.removeprefix(_TWICE))
+            return single is not None and single == state()
+        if label.startswith(_DELIVER) and _TWICE + label.removeprefix(_DELIVER) in point.labels:
+            point.left[label] = state()
+        return False
+
+    def advance(self) -> bool:
+        """Move to the next untried alternative at the deepest point that has one;
+        ``False`` when the search is complete."""
+        while self.path:
+            point = self.path[-1]
+            assert point.footprint is not None
+            point.explored[point.labels[point.index]] = point.footprint
+            for index in range(point.index + 1, len(point.labels)):
+                if point.labels[index] not in point.asleep:
+                    point.index, point.footprint = index, None
+                    return True
+            self.path.pop()
+        return False
 
 
 def explore(
     scenario: Scenario,
     *,
     duplicates: bool = True,
+    reduce: bool = True,
     limit: int = 20_000,
     max_depth: int = 200,
 ) -> Exploration:
@@ -409,80 +643,68 @@ def explore(
     was covered.
 
     *duplicates* offers each due message a second delivery (once per message id and
-    schedule).  Raises :class:`ScheduleFailure` at the first failing schedule,
-    :class:`ScheduleLimitExceeded` when there are more than *limit* schedules,
-    and :class:`NondeterministicScenario` when a replayed choice differs.
+    schedule); *reduce* skips reorderings of commuting deliveries (sleep sets).  Raises
+    :class:`ScheduleFailure` at the first failing schedule, :class:`ScheduleLimitExceeded`
+    when more than *limit* executions are needed, and :class:`NondeterministicScenario`
+    when a replayed point offers other choices.
     """
     if limit < 1 or max_depth < 1:
         raise ValueError("limit and max_depth must be >= 1")
-    prefix: list[_Taken] = []
+    search = _DepthFirst(reduce=reduce)
     tally = _Tally()
     outcomes: Counter[str] = Counter()
-    schedules = 0
+    finals: set[str] = set()
+    endings: Counter[str] = Counter()
     deepest = 0
-
-    def pick(depth: int, choices: Sequence[_Choice]) -> int:
-        if depth >= len(prefix):
-            return 0
-        recorded = prefix[depth]
-        if recorded.count != len(choices) or recorded.label not in (
-            _UNKNOWN,
-            choices[recorded.index].label,
-        ):
-            raise NondeterministicScenario(
-                f"at choice {depth + 1}, replaying {recorded.label!r} of {recorded.count} "
-                f"found {[c.label for c in choices]}"
-            )
-        return recorded.index
-
     while True:
-        if schedules == limit:
+        if endings.total() == limit:
             raise ScheduleLimitExceeded(limit)
-        _world, taken, outcome = _execute(
-            scenario, pick, duplicates=duplicates, max_depth=max_depth, tally=tally
-        )
-        schedules += 1
-        deepest = max(deepest, len(taken))
-        if outcome is not None:
-            outcomes[outcome] += 1
-        depth = len(taken) - 1
-        while depth >= 0 and taken[depth].index + 1 >= taken[depth].count:
-            depth -= 1
-        if depth < 0:
+        ran = _execute(scenario, search, duplicates=duplicates, max_depth=max_depth, tally=tally)
+        endings[ran.ending] += 1
+        if ran.ending == "finished":
+            deepest = max(deepest, ran.depth)
+            finals.add(ran.world.fingerprint())
+            if ran.outcome is not None:
+                outcomes[ran.outcome] += 1
+        if not search.advance():
             break
-        last = taken[depth]
-        # the next alternative at that depth; its label is checked once offered again
-        prefix = [*taken[:depth], _Taken(last.index + 1, last.count, _UNKNOWN)]
     return Exploration(
-        schedules=schedules,
+        schedules=endings["finished"],
+        redundant=endings["redundant"],
+        converged=endings["converged"],
         max_depth=deepest,
         deliveries=tally.deliveries,
         duplicates=tally.duplicates,
         events=tally.events,
         outcomes=dict(outcomes),
+        final_states=frozenset(finals),
     )
+
+
+class _Replay(_Chooser):
+    def __init__(self, schedule: Sequence[str]) -> None:
+        self.schedule = schedule
+
+    def choose(self, depth: int, choices: Sequence[_Choice]) -> int:
+        if depth >= len(self.schedule):
+            return 0
+        for index, choice in enumerate(choices):
+            if choice.label == self.schedule[depth]:
+                return index
+        raise NondeterministicScenario(
+            f"choice {depth + 1} {self.schedule[depth]!r} is not offered: "
+            f"{[c.label for c in choices]}"
+        )
 
 
 def run_schedule(scenario: Scenario, schedule: Sequence[str], *, duplicates: bool = True) -> World:
     """Replay *schedule* (the labels a :class:`ScheduleFailure` names) on a fresh world
     from *scenario*, with every check :func:`explore` makes, and return the world.
-    Choices left over after the schedule are taken first-first; a label not offered at
-    its point raises :class:`NondeterministicScenario`."""
-
-    def pick(depth: int, choices: Sequence[_Choice]) -> int:
-        if depth >= len(schedule):
-            return 0
-        for index, choice in enumerate(choices):
-            if choice.label == schedule[depth]:
-                return index
-        raise NondeterministicScenario(
-            f"choice {depth + 1} {schedule[depth]!r} is not offered: {[c.label for c in choices]}"
-        )
-
-    world, _taken, _outcome = _execute(
-        scenario, pick, duplicates=duplicates, max_depth=10_000, tally=_Tally()
-    )
-    return world
+    Past the end of *schedule* the first choice is taken at each point; a label not
+    offered at its point raises :class:`NondeterministicScenario`."""
+    return _execute(
+        scenario, _Replay(schedule), duplicates=duplicates, max_depth=10_000, tally=_Tally()
+    ).world
 
 
 __all__ = [
