@@ -1,12 +1,13 @@
 """W1 and W2 with worker *processes* on a server store (PostgreSQL, Redis, or SQLite).
 
-``python benchmarks/processes.py URL`` starts 2 ``stepkernel worker`` processes on URL
-(``--concurrency 2`` each), submits the roots from this process as fast as it can, and
-waits until every root finished.  Reports steps/s (W1), children/s (W2), the server's
-transactions or commands per step (PostgreSQL: ``xact_commit`` of the database, every
-transaction including reads; Redis: every command the server counted), and p50/p99
-latency from a root's submission to its finish (under saturation: all roots are queued
-at once, so latency includes waiting behind the others).
+``python benchmarks/processes.py URL`` submits the roots, then starts 2 ``stepkernel
+worker`` processes on URL (``--concurrency 2`` each) and waits until every root
+finished.  Reports steps/s (W1), children/s (W2) and the server's transactions or
+commands per step (PostgreSQL: ``xact_commit + xact_rollback`` of the database, every
+transaction including reads; Redis: ``total_commands_processed``, every command including those
+the Lua scripts run, and idle workers' polling).  Latency is a
+separate run below saturation: W1 roots submitted at 100/s while the workers run,
+p50/p99 from a root's submission to its finish.
 """
 
 from __future__ import annotations
@@ -31,7 +32,7 @@ ROOT = Path(__file__).resolve().parent.parent
 _UNFINISHED = frozenset({ActionStatus.PENDING, ActionStatus.PERFORMING})
 
 
-def server_counter(url: str, store: WorkflowStore) -> int | None:
+def server_counter(url: str) -> int | None:
     """Transactions (PostgreSQL) or commands (Redis) the server has counted so far."""
     if url.startswith("postgresql"):
         import sqlalchemy
@@ -47,17 +48,14 @@ def server_counter(url: str, store: WorkflowStore) -> int | None:
     if url.startswith("redis"):
         import redis
 
-        client = redis.Redis.from_url(url)
-        stats = client.info("commandstats")
+        client = redis.Redis.from_url(url.split("?", 1)[0])
+        stats = client.info("stats")  # every command, those inside Lua scripts included
         client.close()
-        return sum(int(v["calls"]) for v in stats.values())
+        return int(stats["total_commands_processed"])
     return None
 
 
-def run(url: str, workload: str, *, roots: int, processes: int = 2) -> dict[str, Any]:
-    """One measurement of *workload* with *processes* worker processes on *url*."""
-    store = open_store(url)
-    app = App(build_registry(), store)
+def _workers(url: str, processes: int) -> list[subprocess.Popen[bytes]]:
     command = [
         sys.executable,
         "-m",
@@ -74,51 +72,167 @@ def run(url: str, workload: str, *, roots: int, processes: int = 2) -> dict[str,
         subprocess.Popen(command, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
         for _ in range(processes)
     ]
+    for worker in workers:  # wait until each worker printed its banner: it is leasing
+        assert worker.stdout is not None
+        worker.stdout.readline()
+    return workers
+
+
+def _stop(workers: list[subprocess.Popen[bytes]]) -> None:
+    for worker in workers:
+        worker.terminate()
+    for worker in workers:
+        worker.wait(timeout=30)
+
+
+def _wait_done(store: WorkflowStore, what: str) -> None:
+    deadline = time.monotonic() + 600
+    while store.find_actions(ActionQuery(statuses=_UNFINISHED, limit=1)):
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"{what} did not finish")
+        time.sleep(0.02)
+
+
+def run(url: str, workload: str, *, roots: int, processes: int = 2) -> dict[str, Any]:
+    """Throughput: *roots* roots of *workload* submitted first, then *processes* worker
+    processes started; time runs from when every worker is leasing to the last finish."""
+    store = open_store(url)
+    app = App(build_registry(), store)
+    name = "three_steps" if workload == "W1" else "fan_out"
+    offset = time.monotonic_ns() % 10**9 * 1000
+    ids = []
+    for i in range(roots):
+        action = app.invoke_later(Node(offset + i), name)
+        assert action.id is not None
+        ids.append(action.id)
+    before = server_counter(url)
+    workers = _workers(url, processes)
+    start = time.time()
     try:
-        for worker in workers:  # wait until each worker printed its banner
-            assert worker.stdout is not None
-            worker.stdout.readline()
-        name = "three_steps" if workload == "W1" else "fan_out"
-        offset = time.monotonic_ns() % 10**9 * 1000
-        before = server_counter(url, store)
-        ids = []
-        for i in range(roots):
-            action = app.invoke_later(Node(offset + i), name)
-            assert action.id is not None
-            ids.append(action.id)
-        deadline = time.monotonic() + 600
-        while store.find_actions(ActionQuery(statuses=_UNFINISHED, limit=1)):
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"{workload} on {url} did not finish")
-            time.sleep(0.05)
-        after = server_counter(url, store)
+        _wait_done(store, f"{workload} on {url}")
+        after = server_counter(url)
     finally:
-        for worker in workers:
-            worker.terminate()
-        for worker in workers:
-            worker.wait(timeout=30)
+        _stop(workers)
     records = [app.get(i) for i in ids]
     failed = [r for r in records if r.status is not ActionStatus.SUCCEEDED]
     if failed:
         raise RuntimeError(f"{len(failed)} roots did not succeed")
-    created = [r.created_at or 0.0 for r in records]
-    done = [r.finished_at or 0.0 for r in records]
-    elapsed = max(done) - min(created)
-    latencies = sorted(d - c for c, d in zip(created, done, strict=True))
+    elapsed = max(r.finished_at or 0.0 for r in records) - start
     steps = roots * 3 if workload == "W1" else roots * (2 + FANOUT)
-    result: dict[str, Any] = {
-        "steps_per_s": steps / elapsed,
-        "seconds": elapsed,
-        "p50_ms": statistics.median(latencies) * 1000,
-        "p99_ms": latencies[min(len(latencies) - 1, int(len(latencies) * 0.99))] * 1000,
-        "roots": roots,
-    }
+    result: dict[str, Any] = {"steps_per_s": steps / elapsed, "seconds": elapsed, "roots": roots}
     if workload == "W2":
         result["children_per_s"] = roots * FANOUT / elapsed
     if before is not None and after is not None:
         result["server_ops_per_step"] = (after - before) / steps
     store.close()
     return result
+
+
+def latency(
+    url: str, *, roots: int = 200, rate: float = 100.0, processes: int = 2
+) -> dict[str, float]:
+    """p50/p99 seconds from submitting a W1 root to its finish, with the workers running
+    and roots submitted at *rate* per second (below saturation)."""
+    store = open_store(url)
+    app = App(build_registry(), store)
+    workers = _workers(url, processes)
+    offset = time.monotonic_ns() % 10**9 * 1000 + 500_000
+    ids = []
+    try:
+        begin = time.monotonic()
+        for i in range(roots):
+            pause = begin + i / rate - time.monotonic()
+            if pause > 0:
+                time.sleep(pause)
+            action = app.invoke_later(Node(offset + i), "three_steps")
+            assert action.id is not None
+            ids.append(action.id)
+        _wait_done(store, f"latency run on {url}")
+    finally:
+        _stop(workers)
+    records = [app.get(i) for i in ids]
+    spans = sorted((r.finished_at or 0.0) - (r.created_at or 0.0) for r in records)
+    store.close()
+    return {
+        "p50_ms": statistics.median(spans) * 1000,
+        "p99_ms": spans[min(len(spans) - 1, int(len(spans) * 0.99))] * 1000,
+    }
+
+
+SERVER_TARGETS = {
+    "postgresql": (1_800, 1_900),
+    "redis": (1_500, 1_200),
+}
+"""Issue 4's targets per server: (W1 steps/s, W2 children/s) with 2 worker processes."""
+
+
+def bench_url(name: str) -> str | None:
+    """A fresh store URL for server *name* (``postgresql``: the ``stepkernel_bench``
+    database, re-created; ``redis``: a ``bench`` prefix, emptied), or ``None`` when the
+    server does not answer."""
+    try:
+        if name == "postgresql":
+            import sqlalchemy
+
+            admin = sqlalchemy.create_engine(
+                "postgresql+psycopg://postgres@127.0.0.1:5432/test", isolation_level="AUTOCOMMIT"
+            )
+            with admin.connect() as conn:
+                conn.exec_driver_sql("DROP DATABASE IF EXISTS stepkernel_bench")
+                conn.exec_driver_sql("CREATE DATABASE stepkernel_bench")
+            admin.dispose()
+            return "postgresql+psycopg://postgres@127.0.0.1:5432/stepkernel_bench"
+        if name == "redis":
+            import redis
+
+            client = redis.Redis(host="127.0.0.1", port=6379, db=0)
+            keys = list(client.scan_iter(match="{bench}*", count=1000))
+            if keys:
+                client.delete(*keys)
+            client.close()
+            return "redis://127.0.0.1:6379/0?prefix=bench"
+    except Exception as exc:
+        print(f"{name}: {type(exc).__name__}: {exc}")
+        return None
+    raise ValueError(f"unknown server {name!r}")
+
+
+def report(rows: list[dict[str, Any]]) -> str:
+    """The Markdown section for ``docs/benchmarks.md``."""
+    if not rows:
+        return ""
+    lines = [
+        "",
+        "## Servers, with 2 worker processes",
+        "",
+        "`make bench` also runs `benchmarks/processes.py` on the local PostgreSQL and Redis:",
+        "the roots are submitted first, then 2 `stepkernel worker` processes",
+        "(`--concurrency 2` each) run them; time runs from when both workers lease to the",
+        "last finish (median of 3).  *Server ops/step* is PostgreSQL's transactions (reads",
+        "included) or Redis's commands (those inside the Lua scripts included) per step.",
+        "Latency: W1 roots submitted at 100/s while the workers run, submit to finish.",
+        "",
+        "| store | W1 steps/s | W2 children/s | ops/step W1 | ops/step W2 | p50 ms | p99 ms |",
+        "|---|---:|---:|---:|---:|---:|---:|",
+    ]
+    for row in rows:
+        w1, w2, lat = row["W1"], row["W2"], row["latency"]
+        lines.append(
+            f"| {row['store']} | {w1['steps_per_s']:,.0f} | {w2['children_per_s']:,.0f} | "
+            f"{w1.get('server_ops_per_step', 0):.2f} | {w2.get('server_ops_per_step', 0):.2f} | "
+            f"{lat['p50_ms']:.1f} | {lat['p99_ms']:.1f} |"
+        )
+    lines += ["", "| target (issue 4) | wanted | measured | met |", "|---|---:|---:|---|"]
+    for row in rows:
+        w1_target, w2_target = SERVER_TARGETS[row["store"]]
+        for label, wanted, value in (
+            ("W1 steps/s", w1_target, row["W1"]["steps_per_s"]),
+            ("W2 children/s", w2_target, row["W2"]["children_per_s"]),
+        ):
+            met = "yes" if value >= wanted else "no"
+            lines.append(f"| {row['store']} {label} | {wanted:,} | {value:,.0f} | {met} |")
+    lines.append("")
+    return "\n".join(lines)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -143,6 +257,7 @@ def main(argv: list[str] | None = None) -> int:
         )
         median = runs[len(runs) // 2]
         print(workload, {k: round(v, 2) if isinstance(v, float) else v for k, v in median.items()})
+    print("latency (W1, 100 roots/s)", {k: round(v, 1) for k, v in latency(args.url).items()})
     return 0
 
 

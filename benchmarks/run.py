@@ -19,7 +19,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from benchmarks import kernel
+from benchmarks import kernel, processes
 from benchmarks.workloads import FANOUT, Node, build_registry
 from stepkernel import App
 from stepkernel.domain.status import ActionStatus
@@ -104,6 +104,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--stores", default="memory,sqlite")
     parser.add_argument("--scale", type=float, default=1.0, help="fraction of the roots to run")
     parser.add_argument("--repeat", type=int, default=5, help="runs per cell; the median is kept")
+    parser.add_argument(
+        "--servers",
+        default="postgresql,redis",
+        help="server stores measured with 2 worker processes (empty: none)",
+    )
     args = parser.parse_args(argv)
 
     rows: list[tuple[str, str, dict[str, Any]]] = []
@@ -130,10 +135,35 @@ def main(argv: list[str] | None = None) -> int:
                 result["worst_steps_per_s"] = runs[0]["steps_per_s"]
                 rows.append((store_name, workload, result))
                 print(store_name, workload, {k: round(v, 3) for k, v in result.items()})
+    servers = server_rows(args.servers, repeat=max(1, min(args.repeat, 3)), scale=args.scale)
     if args.write:
-        Path(args.write).write_text(_report(k, rows))
+        Path(args.write).write_text(_report(k, rows) + processes.report(servers))
         print(f"wrote {args.write}")
     return 0
+
+
+def server_rows(names: str, *, repeat: int, scale: float) -> list[dict[str, Any]]:
+    """W1/W2 with 2 worker processes on each named server that answers (medians)."""
+    out = []
+    for name in filter(None, names.split(",")):
+        url = processes.bench_url(name)
+        if url is None:
+            print(f"{name}: not reachable, skipped")
+            continue
+        row: dict[str, Any] = {"store": name}
+        for workload, roots in (("W1", 1000), ("W2", 100)):
+            runs = sorted(
+                (
+                    processes.run(url, workload, roots=max(1, int(roots * scale)))
+                    for _ in range(repeat)
+                ),
+                key=lambda r: r["steps_per_s"],
+            )
+            row[workload] = runs[len(runs) // 2]
+        row["latency"] = processes.latency(url)
+        print(name, row)
+        out.append(row)
+    return out
 
 
 def _report(k: dict[str, Any], rows: list[tuple[str, str, dict[str, Any]]]) -> str:

@@ -42,7 +42,7 @@ class Worker:
         app: App,
         *,
         threads: int = 2,
-        batch: int = 16,
+        batch: int = 32,
         poll: float = 0.05,
         lease_seconds: float | None = None,
         name: str | None = None,
