@@ -174,7 +174,7 @@ def _body_ran(tx: Tx, event: StepBodyRan) -> Decision:
             continue
         served = submit(
             tx,
-            evolve(child, id=dep),
+            child if child.id == dep else evolve(child, id=dep),  # the runtime names it
             parent=Dependent(action_id=record.id, step=step.index, dep_id=dep),
             root_id=record.root_id,
             ancestor_lanes=lanes,
