@@ -21,7 +21,7 @@ from typing import Any
 from attrs import frozen
 
 from stepkernel.domain.lifecycle import ACTION_TABLE, STEP_TABLE
-from stepkernel.domain.messages import Message, MessageKind
+from stepkernel.domain.messages import Message
 from stepkernel.domain.records import (
     ACHIEVEMENT,
     ACTION,
@@ -438,17 +438,9 @@ class Invariants:
             if queued:
                 self.fail("liveness", f"{len(queued)} message(s) left: {queued[0].id} ...")
             return
-        by_action: dict[str, list[Message]] = defaultdict(list)
-        for message in queued:
-            by_action[message.action_id].append(message)
-        queued_in: dict[str, str] = {}
-        for lane in records.values():
-            if isinstance(lane, LaneRecord):
-                for entry in lane.queue:
-                    queued_in[entry.action_id] = lane.key
-        memo: dict[str, bool] = {}
-        for action in actions.values():
-            if not self._has_wakeup(action, actions, by_action, queued_in, memo):
+        scan = _WakeupScan(records, queued)
+        for action in scan.actions.values():
+            if not scan.has_wakeup(action):
                 self.fail(
                     "no-stranded-action",
                     f"{action.status.value} with no message, timer, lease, outbound wait or "
@@ -456,48 +448,47 @@ class Invariants:
                     action_id=action.id,
                 )
 
-    def _has_wakeup(
-        self,
-        record: ActionRecord,
-        actions: Mapping[str, ActionRecord],
-        by_action: Mapping[str, list[Message]],
-        queued_in: Mapping[str, str],
-        memo: dict[str, bool],
-    ) -> bool:
+
+class _WakeupScan:
+    """Which actions have something that will move them (see
+    :meth:`Invariants.at_quiescence`), computed once over a whole state."""
+
+    def __init__(self, records: Mapping[RecordKey, Record], queued: Iterable[Message]) -> None:
+        self.actions = {r.id: r for r in records.values() if isinstance(r, ActionRecord)}
+        self.by_action: defaultdict[str, list[Message]] = defaultdict(list)
+        for message in queued:
+            self.by_action[message.action_id].append(message)
+        self.queued_in: dict[str, str] = {}
+        for lane in records.values():
+            if isinstance(lane, LaneRecord):
+                for entry in lane.queue:
+                    self.queued_in[entry.action_id] = lane.key
+        self.performing: dict[str, ActionRecord] = {
+            a.concurrency_key: a
+            for a in self.actions.values()
+            if a.status is ActionStatus.PERFORMING
+        }
+        self._memo: dict[str, bool] = {}
+
+    def has_wakeup(self, record: ActionRecord) -> bool:
+        memo = self._memo
         if record.id in memo:
             return memo[record.id]
         memo[record.id] = True  # cycles are the deadlock detector's business
-        result = self._wakeup(record, actions, by_action, queued_in, memo)
+        result = self._direct(record)
         memo[record.id] = result
         return result
 
-    def _wakeup(
-        self,
-        record: ActionRecord,
-        actions: Mapping[str, ActionRecord],
-        by_action: Mapping[str, list[Message]],
-        queued_in: Mapping[str, str],
-        memo: dict[str, bool],
-    ) -> bool:
+    def _direct(self, record: ActionRecord) -> bool:
+        messages = self.by_action.get(record.id, [])
         if record.status.terminal:
-            return record.callbacks != "pending" or bool(by_action.get(record.id))
-        if by_action.get(record.id):
+            return record.callbacks != "pending" or bool(messages)
+        if messages:
             return True
         if record.status is ActionStatus.PENDING:
-            lane = queued_in.get(record.id)
-            if lane is None:
-                return False
-            holder = next(
-                (
-                    a
-                    for a in actions.values()
-                    if a.concurrency_key == lane and a.status is ActionStatus.PERFORMING
-                ),
-                None,
-            )
-            return holder is not None and self._has_wakeup(
-                holder, actions, by_action, queued_in, memo
-            )
+            lane = self.queued_in.get(record.id)
+            holder = None if lane is None else self.performing.get(lane)
+            return holder is not None and self.has_wakeup(holder)
         if record.awaiting_completion:
             return True
         step = record.current_step
@@ -507,15 +498,12 @@ class Invariants:
         waits = {dep for dep, _at in step.wakes}
         for dep in step.open:
             if dep in waits:
-                if not any(
-                    m.kind is MessageKind.SETTLE and m.dep == dep for m in by_action[record.id]
-                ):
-                    return False
-                continue
-            child = actions.get(links.get(dep, dep))
+                # A wait needs its timer: a settle message for that dependency.
+                return False
+            child = self.actions.get(links.get(dep, dep))
             while child is not None and child.superseded_by is not None:
-                child = actions.get(child.superseded_by)
-            if child is None or not self._has_wakeup(child, actions, by_action, queued_in, memo):
+                child = self.actions.get(child.superseded_by)
+            if child is None or not self.has_wakeup(child):
                 return False
         return bool(step.open)
 
