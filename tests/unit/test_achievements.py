@@ -22,8 +22,12 @@ def _sync(reg: Registry, runs: list[Any], *, wait: float = 0) -> None:
             step.wait(wait)
 
     reg.action(
-        Server, "sync", checksum=lambda s, v: v, checksum_key=lambda s, v: "scope",
-        concurrency_key=lambda s, v: f"sync/{s.id}", steps=[body],
+        Server,
+        "sync",
+        checksum=lambda s, v: v,
+        checksum_key=lambda s, v: "scope",
+        concurrency_key=lambda s, v: f"sync/{s.id}",
+        steps=[body],
     )
 
 
@@ -117,8 +121,13 @@ def test_superseded_action_is_never_joined(reg: Registry, app: App) -> None:
     """An identical action does not join one that was superseded in the meantime."""
     runs: list[Any] = []
     _sync(reg, runs)
-    reg.action(Server, "hold", outbound=True, concurrency_key=lambda s: "sync/1",
-               steps=[lambda step, s: None])
+    reg.action(
+        Server,
+        "hold",
+        outbound=True,
+        concurrency_key=lambda s: "sync/1",
+        steps=[lambda step, s: None],
+    )
     holder = app.invoke_now(Server(1), "hold")
     older = app.invoke_later(Server(1), "sync", "v1")
     app.invoke_later(Server(1), "sync", "v2")
@@ -158,9 +167,7 @@ def test_starting_erases_scope_achievement(reg: Registry, app: App) -> None:
     assert runs == ["v1", "bad", "v1"]
 
 
-def test_queued_action_achieved_meanwhile_succeeds_without_running(
-    reg: Registry, app: App
-) -> None:
+def test_queued_action_achieved_meanwhile_succeeds_without_running(reg: Registry, app: App) -> None:
     """An action queued behind its lane's holder, whose checksum gets achieved (under
     its checksum key) by another action meanwhile, succeeds without running when the
     lane frees up."""

@@ -47,9 +47,7 @@ def test_action_on_unregistered_actor_type_refused(reg: Registry) -> None:
         reg.action(Stranger, "ping")
 
 
-@pytest.mark.parametrize(
-    "argument", [{1, 2}, object(), float("nan")], ids=["set", "object", "nan"]
-)
+@pytest.mark.parametrize("argument", [{1, 2}, object(), float("nan")], ids=["set", "object", "nan"])
 def test_unserializable_arguments_refused(reg: Registry, app: App, argument: Any) -> None:
     """Arguments that are not canonical JSON raise UnserializableArgumentsError; nothing
     is stored or queued."""
@@ -81,8 +79,7 @@ def test_resolver_returning_non_string(reg: Registry, app: App, option: str) -> 
 
 def test_resolver_list_with_non_string_part(reg: Registry, app: App) -> None:
     """A key resolver returning a list with a non-string part raises ResolverError."""
-    reg.action(Server, "deploy", steps=[lambda step, s: None],
-               concurrency_key=lambda s: ["a", 1])
+    reg.action(Server, "deploy", steps=[lambda step, s: None], concurrency_key=lambda s: ["a", 1])
     with pytest.raises(ResolverError):
         app.invoke_later(Server(1), "deploy")
 

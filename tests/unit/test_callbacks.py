@@ -131,8 +131,9 @@ def test_failing_callback_withholds_achievement(reg: Registry) -> None:
     """A succeeded action whose callback failed grants no achievement: the identical
     action runs again."""
     ran: list[int] = []
-    job = reg.action(Server, "job", checksum=lambda s: "same",
-                     steps=[lambda step, s: ran.append(1)])
+    job = reg.action(
+        Server, "job", checksum=lambda s: "same", steps=[lambda step, s: ran.append(1)]
+    )
     job.after("succeeded")(_boom)
     app = memory_app(reg, handled=(RuntimeError,))
     _run(app, "succeeded")

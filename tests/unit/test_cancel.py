@@ -49,8 +49,9 @@ def test_cancel_stops_later_steps(reg: Registry, app: App) -> None:
 def test_cancel_queued_action_leaves_lane(reg: Registry, app: App) -> None:
     """A cancelled pending action never starts when the lane frees up."""
     ran: list[int] = []
-    reg.action(Server, "hold", outbound=True, concurrency_key=lambda s: "L",
-               steps=[lambda step, s: None])
+    reg.action(
+        Server, "hold", outbound=True, concurrency_key=lambda s: "L", steps=[lambda step, s: None]
+    )
     reg.action(Server, "work", concurrency_key=lambda s: "L", steps=[lambda step, s: ran.append(1)])
     holder = app.invoke_now(Server(1), "hold")
     queued = app.invoke_now(Server(2), "work")
@@ -92,8 +93,9 @@ def test_cancelled_child_fails_parent_step(reg: Registry, app: App) -> None:
 def test_cancel_spares_child_shared_by_superseding(reg: Registry, app: App) -> None:
     """P2's child superseded P1's pending child and so also serves P1; cancelling P2
     must not cut that shared child, so P1 still succeeds."""
-    reg.action(Server, "hold", outbound=True, concurrency_key=lambda s: "L",
-               steps=[lambda step, s: None])
+    reg.action(
+        Server, "hold", outbound=True, concurrency_key=lambda s: "L", steps=[lambda step, s: None]
+    )
     reg.action(Server, "work", concurrency_key=lambda s, n: "L", steps=[lambda step, s, n: None])
     reg.action(Server, "parent", steps=[lambda step, s, n: step.do("work", n)])
     holder = app.invoke_now(Server(1), "hold")
@@ -106,9 +108,7 @@ def test_cancel_spares_child_shared_by_superseding(reg: Registry, app: App) -> N
     assert app.get(p1.id or "").status is ActionStatus.SUCCEEDED
 
 
-def test_cancel_lets_go_of_a_joined_action_without_cancelling_it(
-    reg: Registry, app: App
-) -> None:
+def test_cancel_lets_go_of_a_joined_action_without_cancelling_it(reg: Registry, app: App) -> None:
     """A parent whose step joined an in-flight root by checksum only lets go of it when
     cancelled: the joined root keeps running and succeeds."""
     reg.action(

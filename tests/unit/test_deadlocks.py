@@ -18,8 +18,9 @@ def test_child_in_ancestor_lane_is_deadlocked(reg: Registry, app: App) -> None:
     """A child that would join its parent's lane ends ``deadlocked`` and fails the
     parent step."""
     reg.action(Server, "child", concurrency_key=_in_lane("L"), steps=[lambda step, s: None])
-    reg.action(Server, "parent", concurrency_key=_in_lane("L"),
-               steps=[lambda step, s: step.do("child")])
+    reg.action(
+        Server, "parent", concurrency_key=_in_lane("L"), steps=[lambda step, s: step.do("child")]
+    )
     parent = app.invoke_now(Server(1), "parent")
     drain(app)
     assert statuses(app, parent.id) == {parent.id: "failed", f"{parent.id}.0.0": "deadlocked"}
@@ -30,8 +31,9 @@ def test_grandchild_in_root_lane_is_deadlocked(reg: Registry, app: App) -> None:
     """A deeper descendant in the root's lane is deadlocked too; failures propagate up."""
     reg.action(Server, "leaf", concurrency_key=_in_lane("L"), steps=[lambda step, s: None])
     reg.action(Server, "middle", steps=[lambda step, s: step.do("leaf")])
-    reg.action(Server, "root", concurrency_key=_in_lane("L"),
-               steps=[lambda step, s: step.do("middle")])
+    reg.action(
+        Server, "root", concurrency_key=_in_lane("L"), steps=[lambda step, s: step.do("middle")]
+    )
     root = app.invoke_now(Server(1), "root")
     drain(app)
     assert statuses(app, root.id) == {
@@ -46,10 +48,12 @@ def _cross(reg: Registry) -> None:
     """``a`` holds L1 and fans out ``a_child`` into L2; ``b`` the other way round."""
     reg.action(Server, "a_child", concurrency_key=_in_lane("L2"), steps=[lambda step, s: None])
     reg.action(Server, "b_child", concurrency_key=_in_lane("L1"), steps=[lambda step, s: None])
-    reg.action(Server, "a", concurrency_key=_in_lane("L1"),
-               steps=[lambda step, s: step.do("a_child")])
-    reg.action(Server, "b", concurrency_key=_in_lane("L2"),
-               steps=[lambda step, s: step.do("b_child")])
+    reg.action(
+        Server, "a", concurrency_key=_in_lane("L1"), steps=[lambda step, s: step.do("a_child")]
+    )
+    reg.action(
+        Server, "b", concurrency_key=_in_lane("L2"), steps=[lambda step, s: step.do("b_child")]
+    )
 
 
 def test_cross_lane_cycle_is_detected(reg: Registry, app: App) -> None:
@@ -71,13 +75,18 @@ def test_cross_lane_cycle_through_checksum_join_is_detected(reg: Registry, app: 
     identical action queued in L1 behind A: that cycle is a deadlock too, and nothing
     may be left pending without a wake-up."""
     reg.action(Server, "a_child", concurrency_key=_in_lane("L2"), steps=[lambda step, s: None])
-    reg.action(Server, "twin", concurrency_key=_in_lane("L1"), checksum=lambda s: "same",
-               checksum_key=lambda s: "twin",
-               steps=[lambda step, s: None])
-    reg.action(Server, "a", concurrency_key=_in_lane("L1"),
-               steps=[lambda step, s: step.do("a_child")])
-    reg.action(Server, "b", concurrency_key=_in_lane("L2"),
-               steps=[lambda step, s: step.do("twin")])
+    reg.action(
+        Server,
+        "twin",
+        concurrency_key=_in_lane("L1"),
+        checksum=lambda s: "same",
+        checksum_key=lambda s: "twin",
+        steps=[lambda step, s: None],
+    )
+    reg.action(
+        Server, "a", concurrency_key=_in_lane("L1"), steps=[lambda step, s: step.do("a_child")]
+    )
+    reg.action(Server, "b", concurrency_key=_in_lane("L2"), steps=[lambda step, s: step.do("twin")])
     a = app.invoke_later(Server(1), "a")
     b = app.invoke_later(Server(2), "b")
     twin = app.invoke_later(Server(3), "twin")
@@ -93,14 +102,17 @@ def test_cycle_through_superseding_action_is_detected(reg: Registry, app: App) -
     """A holds L1 and its child queued on L2 is superseded by a root R, which takes
     over A's wait; when R runs and fans out into L1 (held by A), that closes a cycle
     and must be deadlocked rather than left hanging."""
-    reg.action(Server, "hold", outbound=True, concurrency_key=_in_lane("L2"),
-               steps=[lambda step, s: None])
+    reg.action(
+        Server, "hold", outbound=True, concurrency_key=_in_lane("L2"), steps=[lambda step, s: None]
+    )
     reg.action(Server, "a_child", concurrency_key=_in_lane("L2"), steps=[lambda step, s: None])
     reg.action(Server, "r_child", concurrency_key=_in_lane("L1"), steps=[lambda step, s: None])
-    reg.action(Server, "r", concurrency_key=_in_lane("L2"),
-               steps=[lambda step, s: step.do("r_child")])
-    reg.action(Server, "a", concurrency_key=_in_lane("L1"),
-               steps=[lambda step, s: step.do("a_child")])
+    reg.action(
+        Server, "r", concurrency_key=_in_lane("L2"), steps=[lambda step, s: step.do("r_child")]
+    )
+    reg.action(
+        Server, "a", concurrency_key=_in_lane("L1"), steps=[lambda step, s: step.do("a_child")]
+    )
     holder = app.invoke_now(Server(9), "hold")
     a = app.invoke_now(Server(1), "a")
     r = app.invoke_later(Server(2), "r")
@@ -114,10 +126,15 @@ def test_cycle_through_superseding_action_is_detected(reg: Registry, app: App) -
 def test_three_lane_cycle_is_detected(reg: Registry, app: App) -> None:
     """A cycle through three lanes (L1 -> L2 -> L3 -> L1) is detected as well."""
     for name, own, other in (("a", "L1", "L2"), ("b", "L2", "L3"), ("c", "L3", "L1")):
-        reg.action(Server, f"{name}_child", concurrency_key=_in_lane(other),
-                   steps=[lambda step, s: None])
-        reg.action(Server, name, concurrency_key=_in_lane(own),
-                   steps=[lambda step, s, n=name: step.do(f"{n}_child")])
+        reg.action(
+            Server, f"{name}_child", concurrency_key=_in_lane(other), steps=[lambda step, s: None]
+        )
+        reg.action(
+            Server,
+            name,
+            concurrency_key=_in_lane(own),
+            steps=[lambda step, s, n=name: step.do(f"{n}_child")],
+        )
     roots = [app.invoke_later(Server(1), name).id for name in "abc"]
     drain(app)
     every: dict[str, str] = {}

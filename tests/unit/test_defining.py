@@ -107,7 +107,10 @@ def test_concurrency_key_resolver(reg: Registry, app: App, resolver: Any) -> Non
 def test_checksum_key_resolver(reg: Registry, app: App, resolver: Any) -> None:
     """``checksum_key`` is a callable or an actor method name."""
     reg.action(
-        Server, "deploy", checksum_key=resolver, checksum=lambda s, v: v,
+        Server,
+        "deploy",
+        checksum_key=resolver,
+        checksum=lambda s, v: v,
         steps=[lambda step, s, v: None],
     )
     action = app.invoke_later(Server(3), "deploy", "v1")
@@ -129,7 +132,9 @@ def test_checksum_resolver(reg: Registry, app: App, resolver: Any) -> None:
 def test_key_resolver_list_joins_with_slash(reg: Registry, app: App) -> None:
     """A key resolver returning a list of strings is joined with ``/``."""
     reg.action(
-        Server, "deploy", concurrency_key=lambda s: ["region", "eu", str(s.id)],
+        Server,
+        "deploy",
+        concurrency_key=lambda s: ["region", "eu", str(s.id)],
         steps=[lambda step, s: None],
     )
     assert app.invoke_later(Server(4), "deploy").concurrency_key == "region/eu/4"
@@ -139,8 +144,12 @@ def test_key_resolver_list_joins_with_slash(reg: Registry, app: App) -> None:
 def test_blank_key_means_default(reg: Registry, app: App, blank: str | None) -> None:
     """A blank resolver result (``None`` or ``""``) means ``Type/actor-key/action``."""
     reg.action(
-        Server, "deploy", concurrency_key=lambda s: blank, checksum_key=lambda s: blank,
-        checksum=lambda s: 1, steps=[lambda step, s: None],
+        Server,
+        "deploy",
+        concurrency_key=lambda s: blank,
+        checksum_key=lambda s: blank,
+        checksum=lambda s: 1,
+        steps=[lambda step, s: None],
     )
     action = app.invoke_later(Server(5), "deploy")
     assert action.concurrency_key == "Server/5/deploy"
@@ -151,7 +160,8 @@ def test_keys_use_original_arguments_checksum_uses_final(reg: Registry, app: App
     """Concurrency and checksum keys see the arguments as invoked; the checksum sees
     them after the before hook replaced them."""
     deploy = reg.action(
-        Server, "deploy",
+        Server,
+        "deploy",
         concurrency_key=lambda s, v: f"lane-{v}",
         checksum_key=lambda s, v: f"scope-{v}",
         checksum=lambda s, v: v,
@@ -215,7 +225,9 @@ def test_plain_str_actor() -> None:
     app = memory_app(reg)
     action = app.invoke_now("hello", "shout")
     assert (action.status, action.actor_type, action.actor_key) == (
-        ActionStatus.SUCCEEDED, "str", "hello"
+        ActionStatus.SUCCEEDED,
+        "str",
+        "hello",
     )
     assert seen == ["HELLO"]
 
@@ -227,13 +239,13 @@ def test_plain_int_actor() -> None:
     app = memory_app(reg)
     action = app.invoke_now(255, "bit_length")
     assert (action.status, action.actor_type, action.actor_key) == (
-        ActionStatus.SUCCEEDED, "int", "255"
+        ActionStatus.SUCCEEDED,
+        "int",
+        "255",
     )
 
 
-def test_steps_added_after_a_first_run_apply_to_later_invocations(
-    reg: Registry, app: App
-) -> None:
+def test_steps_added_after_a_first_run_apply_to_later_invocations(reg: Registry, app: App) -> None:
     """The registry caches resolved actions, but a step added (or a subclass step
     prepended) after an invocation is seen by the next one."""
     ran: list[str] = []

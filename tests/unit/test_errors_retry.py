@@ -102,9 +102,7 @@ def test_last_attempt_fails_step_with_error(reg: Registry) -> None:
     drain(app)
     final = app.get(action.id or "")
     step = final.steps[0]
-    assert (final.status, step.status, step.attempt) == (
-        ActionStatus.FAILED, StepStatus.FAILED, 2
-    )
+    assert (final.status, step.status, step.attempt) == (ActionStatus.FAILED, StepStatus.FAILED, 2)
     assert step.error is not None
     assert (step.error.type, step.error.message) == ("RuntimeError", "flaky")
 
@@ -125,8 +123,12 @@ def test_action_retry_policy_overrides_app(reg: Registry, app: App) -> None:
 
 def test_failed_action_releases_lane(reg: Registry, app: App) -> None:
     """A failed action releases its lane: the next queued action starts."""
-    reg.action(Server, "bad", concurrency_key=lambda s: "L", steps=[lambda step, s: step.wait(1),
-               lambda step, s: step.fail("no")])
+    reg.action(
+        Server,
+        "bad",
+        concurrency_key=lambda s: "L",
+        steps=[lambda step, s: step.wait(1), lambda step, s: step.fail("no")],
+    )
     reg.action(Server, "next", concurrency_key=lambda s: "L", steps=[lambda step, s: None])
     bad = app.invoke_now(Server(1), "bad")
     queued = app.invoke_now(Server(2), "next")

@@ -36,7 +36,8 @@ def test_invoke_now_stops_at_timers(reg: Registry, app: App) -> None:
     """``invoke_now`` returns when the step waits on a timer; the next step has not run."""
     ran: list[str] = []
     reg.action(
-        Server, "deploy",
+        Server,
+        "deploy",
         steps=[lambda step, s: step.wait(30), lambda step, s: ran.append("second")],
     )
     action = app.invoke_now(Server(1), "deploy")

@@ -12,10 +12,14 @@ from stepkernel.testing import drain
 
 def _lane(reg: Registry) -> None:
     """``hold`` (outbound) and ``work`` (one step) share the lane ``L``."""
-    reg.action(Server, "hold", outbound=True, concurrency_key=lambda s, *a: "L",
-               steps=[lambda step, s, *a: None])
-    reg.action(Server, "work", concurrency_key=lambda s, *a: "L",
-               steps=[lambda step, s, *a: None])
+    reg.action(
+        Server,
+        "hold",
+        outbound=True,
+        concurrency_key=lambda s, *a: "L",
+        steps=[lambda step, s, *a: None],
+    )
+    reg.action(Server, "work", concurrency_key=lambda s, *a: "L", steps=[lambda step, s, *a: None])
 
 
 def test_one_performing_action_per_lane(reg: Registry, app: App) -> None:
@@ -63,7 +67,7 @@ def test_newer_pending_supersedes_older(reg: Registry, app: App) -> None:
 
 
 def test_newest_is_by_submission_order(reg: Registry, app: App) -> None:
-    """"Newer" means submitted later, whatever the ids: the last submitted one wins."""
+    """ "Newer" means submitted later, whatever the ids: the last submitted one wins."""
     _lane(reg)
     app.invoke_now(Server(1), "hold")
     first = app.invoke_later(Server(2), "work", idempotency_key="zzz")

@@ -168,8 +168,13 @@ def test_complete_as_failed_fails_action(reg: Registry, app: App) -> None:
 def test_early_completion_of_queued_action(reg: Registry, app: App) -> None:
     """A completion for an outbound action still queued on its lane is kept and
     applied once it has started and run its steps."""
-    reg.action(Server, "provision", outbound=True, concurrency_key=lambda s: "L",
-               steps=[lambda step, s: None])
+    reg.action(
+        Server,
+        "provision",
+        outbound=True,
+        concurrency_key=lambda s: "L",
+        steps=[lambda step, s: None],
+    )
     holder = app.invoke_now(Server(1), "provision")
     queued = app.invoke_now(Server(2), "provision")
     assert app.complete(queued.id or "", payload=7).outcome == "kept"

@@ -32,8 +32,13 @@ def _settled(app: App) -> None:
 
 def _hold_lane(reg: Registry, lane: str = "L") -> None:
     """``hold``: an outbound action on lane *lane* that waits until completed."""
-    reg.action(Server, "hold", outbound=True, concurrency_key=lambda s, *a: lane,
-               steps=[lambda step, s, *a: None])
+    reg.action(
+        Server,
+        "hold",
+        outbound=True,
+        concurrency_key=lambda s, *a: lane,
+        steps=[lambda step, s, *a: None],
+    )
 
 
 def _achievements(app: App) -> dict[str, str]:
@@ -57,9 +62,7 @@ def _configure(reg: Registry, runs: list[Any]) -> None:
     reg.action(Server, "configure", outbound=True, checksum=lambda s, c: c, steps=[body])
 
 
-def test_finish_does_not_grant_achievement_over_started_successor(
-    reg: Registry, app: App
-) -> None:
+def test_finish_does_not_grant_achievement_over_started_successor(reg: Registry, app: App) -> None:
     """When ``v1`` succeeds and the queued ``v2`` starts on the same lane in that commit,
     ``v2`` starting erases the achievement: invoking ``v1`` again while ``v2`` performs
     must queue (``v1`` must be re-applied after ``v2``), not be skipped as achieved."""
@@ -74,9 +77,7 @@ def test_finish_does_not_grant_achievement_over_started_successor(
     assert again.outcome == "queued"
 
 
-def test_start_erases_achievement_even_when_the_new_action_fails(
-    reg: Registry, app: App
-) -> None:
+def test_start_erases_achievement_even_when_the_new_action_fails(reg: Registry, app: App) -> None:
     """Starting ``v2`` erases ``v1``'s achievement; ``v2`` failing does not restore it,
     so ``v1`` runs again (the scope's state is unknown after a failed change)."""
     runs: list[Any] = []
@@ -99,8 +100,7 @@ def test_start_erases_achievement_even_when_the_new_action_fails(
 def _parents_on_lane(reg: Registry) -> None:
     """``hold`` holds lane ``L``; ``parent`` fans out one ``work`` child onto ``L``."""
     _hold_lane(reg)
-    reg.action(Server, "work", concurrency_key=lambda s, *a: "L",
-               steps=[lambda step, s, *a: None])
+    reg.action(Server, "work", concurrency_key=lambda s, *a: "L", steps=[lambda step, s, *a: None])
     reg.action(Server, "parent", steps=[lambda step, s: step.do("work")])
 
 
@@ -170,9 +170,7 @@ def test_cancel_root_with_child_queued_behind_other_tree(reg: Registry, app: App
     _settled(app)
 
 
-def test_superseding_child_inherits_cancelled_parent_before_cut(
-    reg: Registry, app: App
-) -> None:
+def test_superseding_child_inherits_cancelled_parent_before_cut(reg: Registry, app: App) -> None:
     """Tree 1 is cancelled but its cut has not been delivered when tree 2's child queues
     and supersedes tree 1's child: tree 2 still succeeds and nothing hangs."""
     _parents_on_lane(reg)
@@ -192,13 +190,14 @@ def test_two_children_into_one_busy_lane(reg: Registry, app: App) -> None:
     deadlock: the second supersedes the first, serves both dependencies, and the
     parent succeeds once the lane frees up."""
     _hold_lane(reg)
-    reg.action(Server, "work", concurrency_key=lambda s, *a: "L",
-               steps=[lambda step, s, *a: None])
+    reg.action(Server, "work", concurrency_key=lambda s, *a: "L", steps=[lambda step, s, *a: None])
     reg.action(Server, "pair", steps=[lambda step, s: step.on([Server(1), Server(2)], "work")])
     holder = app.invoke_now(Server(9), "hold")
     pair = app.invoke_now(Server(3), "pair")
     assert statuses(app, pair.id) == {
-        _id(pair): "performing", f"{pair.id}.0.0": "superseded", f"{pair.id}.0.1": "pending",
+        _id(pair): "performing",
+        f"{pair.id}.0.0": "superseded",
+        f"{pair.id}.0.1": "pending",
     }
     app.complete(_id(holder))
     drain(app)
@@ -210,8 +209,12 @@ def test_two_children_into_one_free_lane(reg: Registry, app: App) -> None:
     """Two children onto a free lane: the first starts, the second queues behind its
     sibling (no false deadlock) and both run."""
     ran: list[int] = []
-    reg.action(Server, "work", concurrency_key=lambda s, *a: "L",
-               steps=[lambda step, s, *a: ran.append(s.id)])
+    reg.action(
+        Server,
+        "work",
+        concurrency_key=lambda s, *a: "L",
+        steps=[lambda step, s, *a: ran.append(s.id)],
+    )
     reg.action(Server, "pair", steps=[lambda step, s: step.on([Server(1), Server(2)], "work")])
     pair = app.invoke_now(Server(3), "pair")
     drain(app)
@@ -244,8 +247,14 @@ def _joins(reg: Registry) -> None:
     """``hold`` holds lane ``L``; ``sync(v)`` runs on ``L`` with checksum ``v``;
     ``parent(v)`` fans out ``sync(v)``."""
     _hold_lane(reg)
-    reg.action(Server, "sync", concurrency_key=lambda s, v: "L", checksum=lambda s, v: v,
-               checksum_key=lambda s, v: "scope", steps=[lambda step, s, v: None])
+    reg.action(
+        Server,
+        "sync",
+        concurrency_key=lambda s, v: "L",
+        checksum=lambda s, v: v,
+        checksum_key=lambda s, v: "scope",
+        steps=[lambda step, s, v: None],
+    )
     reg.action(Server, "parent", steps=[lambda step, s, v: step.do("sync", v)])
 
 
@@ -267,14 +276,13 @@ def test_join_target_superseded_hands_joiner_to_newer(reg: Registry, app: App) -
     _settled(app)
 
 
-def test_join_target_superseded_by_failing_action_fails_joiner(
-    reg: Registry, app: App
-) -> None:
+def test_join_target_superseded_by_failing_action_fails_joiner(reg: Registry, app: App) -> None:
     """The joiner inherits the outcome of the superseding action: when it fails, the
     joiner's step fails too (although what it asked for was never tried)."""
     _joins(reg)
-    reg.action(Server, "bad", concurrency_key=lambda s: "L",
-               steps=[lambda step, s: step.fail("no")])
+    reg.action(
+        Server, "bad", concurrency_key=lambda s: "L", steps=[lambda step, s: step.fail("no")]
+    )
     holder = app.invoke_now(Server(9), "hold")
     app.invoke_now(Server(1), "parent", "a")
     joiner = app.invoke_now(Server(2), "parent", "a")
@@ -345,8 +353,13 @@ def test_timeout_not_armed_while_pending_in_lane(reg: Registry, app: App) -> Non
     """A timeout is armed when the action *starts*: queued behind a holder for 100 s, an
     action with ``timeout=5`` is still pending, then gets its full 5 s once started."""
     _hold_lane(reg)
-    reg.action(Server, "quick", timeout=5, concurrency_key=lambda s: "L",
-               steps=[lambda step, s: step.wait(3)])
+    reg.action(
+        Server,
+        "quick",
+        timeout=5,
+        concurrency_key=lambda s: "L",
+        steps=[lambda step, s: step.wait(3)],
+    )
     holder = app.invoke_now(Server(9), "hold")
     quick = app.invoke_now(Server(1), "quick")
     clock_of(app).advance(100)
@@ -369,7 +382,8 @@ def test_timeout_cuts_child_queued_in_lane(reg: Registry, app: App) -> None:
     parent = app.invoke_now(Server(1), "parent")
     drain(app)
     assert statuses(app, parent.id) == {
-        _id(parent): "timed_out", f"{parent.id}.0.0": "cancelled",
+        _id(parent): "timed_out",
+        f"{parent.id}.0.0": "cancelled",
     }
     app.complete(_id(holder))
     drain(app)
@@ -393,7 +407,9 @@ def test_timed_out_callbacks_run_before_grandparent_is_told(reg: Registry, app: 
     drain(app)
     assert seen == [("timed_out", "performing")]
     assert statuses(app, top.id) == {
-        _id(top): "failed", f"{top.id}.0.0": "timed_out", f"{top.id}.0.0.0.0": "cancelled",
+        _id(top): "failed",
+        f"{top.id}.0.0": "timed_out",
+        f"{top.id}.0.0.0.0": "cancelled",
     }
     _settled(app)
 
@@ -433,8 +449,13 @@ def test_early_completion_dropped_when_child_fails(reg: Registry, app: App) -> N
 def _asks(reg: Registry) -> None:
     """``ask(n)``: outbound, each ``n`` on its own lane (several can perform at once)."""
     reg.action(Server, "noop", steps=[lambda step, s: None])
-    reg.action(Server, "ask", outbound=True, concurrency_key=lambda s, n: f"ask/{n}",
-               steps=[lambda step, s, n: None])
+    reg.action(
+        Server,
+        "ask",
+        outbound=True,
+        concurrency_key=lambda s, n: f"ask/{n}",
+        steps=[lambda step, s, n: None],
+    )
 
 
 def test_complete_outbound_picks_the_oldest_of_two_waiting(reg: Registry, app: App) -> None:
@@ -464,8 +485,13 @@ def test_complete_outbound_prefers_an_action_already_waiting(reg: Registry, app:
     """``complete_outbound`` prefers an action already awaiting its completion over one
     still running its steps, even a newer one."""
     reg.action(Server, "slow", steps=[lambda step, s: step.wait(10)])
-    reg.action(Server, "ask", outbound=True, concurrency_key=lambda s, n: f"ask/{n}",
-               steps=[lambda step, s, n: step.do("slow") if n == 1 else None])
+    reg.action(
+        Server,
+        "ask",
+        outbound=True,
+        concurrency_key=lambda s, n: f"ask/{n}",
+        steps=[lambda step, s, n: step.do("slow") if n == 1 else None],
+    )
     busy = app.invoke_now(Server(1), "ask", 1)
     waiting = app.invoke_now(Server(1), "ask", 2)
     done = app.complete_outbound(Server(1), "ask")
@@ -499,8 +525,11 @@ def test_wait_with_only_short_circuited_children(reg: Registry, app: App) -> Non
     def done_already(action: Any, s: Server) -> None:
         action.complete("succeeded")
 
-    reg.action(Server, "parent",
-               steps=[lambda step, s: (step.on([Server(1), Server(2)], "skip"), step.wait(5))])
+    reg.action(
+        Server,
+        "parent",
+        steps=[lambda step, s: (step.on([Server(1), Server(2)], "skip"), step.wait(5))],
+    )
     start = clock_of(app).now()
     parent = app.invoke_now(Server(3), "parent")
     assert parent.status is ActionStatus.PERFORMING
@@ -575,16 +604,23 @@ def test_two_children_into_lane_whose_holder_waits_on_parent(reg: Registry, app:
     parent's lane: both children the parent fans out onto ``L`` are deadlocked, the
     parent fails, and the holder's tree then completes."""
     reg.action(Server, "inner", concurrency_key=lambda s: "A", steps=[lambda step, s: None])
-    reg.action(Server, "blocker", concurrency_key=lambda s: "L",
-               steps=[lambda step, s: step.do("inner")])
+    reg.action(
+        Server, "blocker", concurrency_key=lambda s: "L", steps=[lambda step, s: step.do("inner")]
+    )
     reg.action(Server, "work", concurrency_key=lambda s: "L", steps=[lambda step, s: None])
-    reg.action(Server, "parent", concurrency_key=lambda s: "A",
-               steps=[lambda step, s: step.on([Server(1), Server(2)], "work")])
+    reg.action(
+        Server,
+        "parent",
+        concurrency_key=lambda s: "A",
+        steps=[lambda step, s: step.on([Server(1), Server(2)], "work")],
+    )
     parent = app.invoke_later(Server(3), "parent")
     blocker = app.invoke_now(Server(4), "blocker")
     drain(app)
     assert statuses(app, parent.id) == {
-        _id(parent): "failed", f"{parent.id}.0.0": "deadlocked", f"{parent.id}.0.1": "deadlocked",
+        _id(parent): "failed",
+        f"{parent.id}.0.0": "deadlocked",
+        f"{parent.id}.0.1": "deadlocked",
     }
     assert app.get(_id(blocker)).status is _SUCCEEDED
     _settled(app)
@@ -615,9 +651,14 @@ def test_queued_action_achieved_elsewhere_succeeds_unrun(reg: Registry, app: App
     its turn comes, and its parent succeeds."""
     ran: list[str] = []
     _hold_lane(reg)
-    reg.action(Server, "sync", concurrency_key=lambda s, v: f"L{s.id}" if s.id > 1 else "L",
-               checksum=lambda s, v: v, checksum_key=lambda s, v: "scope",
-               steps=[lambda step, s, v: ran.append(f"{s.id}:{v}")])
+    reg.action(
+        Server,
+        "sync",
+        concurrency_key=lambda s, v: f"L{s.id}" if s.id > 1 else "L",
+        checksum=lambda s, v: v,
+        checksum_key=lambda s, v: "scope",
+        steps=[lambda step, s, v: ran.append(f"{s.id}:{v}")],
+    )
     reg.action(Server, "parent", steps=[lambda step, s, v: step.do("sync", v)])
     holder = app.invoke_now(Server(9), "hold")
     parent = app.invoke_now(Server(1), "parent", "a")
@@ -643,7 +684,9 @@ def test_cancel_parent_of_sibling_superseded_children(reg: Registry, app: App) -
     app.cancel(_id(pair))
     drain(app)
     assert statuses(app, pair.id) == {
-        _id(pair): "cancelled", f"{pair.id}.0.0": "superseded", f"{pair.id}.0.1": "cancelled",
+        _id(pair): "cancelled",
+        f"{pair.id}.0.0": "superseded",
+        f"{pair.id}.0.1": "cancelled",
     }
     app.complete(_id(holder))
     drain(app)

@@ -26,7 +26,8 @@ def test_on_fans_out_on_each_actor_skipping_none(reg: Registry, app: App) -> Non
     """``step.on(actors, ...)`` creates one child per actor; ``None`` entries are ignored."""
     reg.action(Server, "ping", steps=[lambda step, s: None])
     reg.action(
-        Server, "deploy",
+        Server,
+        "deploy",
         steps=[lambda step, s: step.on([Server(2), None, Server(3)], "ping")],
     )
     root = app.invoke_now(Server(1), "deploy")
@@ -127,7 +128,8 @@ def test_next_step_waits_for_previous(reg: Registry, app: App) -> None:
     ran: list[str] = []
     reg.action(Server, "hold", outbound=True, steps=[lambda step, s: None])
     reg.action(
-        Server, "deploy",
+        Server,
+        "deploy",
         steps=[lambda step, s: step.do("hold"), lambda step, s: ran.append("second")],
     )
     root = app.invoke_now(Server(1), "deploy")

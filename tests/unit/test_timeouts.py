@@ -36,10 +36,16 @@ def test_action_within_timeout_succeeds(reg: Registry, app: App) -> None:
 def test_timeout_counts_from_start_when_queued(reg: Registry, app: App) -> None:
     """An action queued on its lane is not timed out while pending: its deadline is
     armed when it starts."""
-    reg.action(Server, "hold", outbound=True, concurrency_key=lambda s: "L",
-               steps=[lambda step, s: None])
-    reg.action(Server, "quick", timeout=10, concurrency_key=lambda s: "L",
-               steps=[lambda step, s: step.wait(3)])
+    reg.action(
+        Server, "hold", outbound=True, concurrency_key=lambda s: "L", steps=[lambda step, s: None]
+    )
+    reg.action(
+        Server,
+        "quick",
+        timeout=10,
+        concurrency_key=lambda s: "L",
+        steps=[lambda step, s: step.wait(3)],
+    )
     holder = app.invoke_now(Server(1), "hold")
     queued = app.invoke_now(Server(2), "quick")
     clock_of(app).advance(60)
