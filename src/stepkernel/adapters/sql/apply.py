@@ -5,6 +5,10 @@ Two paths with one outcome, the reference adapter's:
 * :func:`apply_fast` (optimistic): version-checked ``DELETE``/``UPDATE`` and
   insert-if-absent statements whose affected-row counts prove every version held.  Any
   mismatch raises :class:`SlowPath`; the caller rolls back and takes the precise path.
+* :func:`apply_single` (optimistic, PostgreSQL): the same checks as the fast path, all
+  in one statement run on its own (see
+  :func:`~stepkernel.adapters.sql.statements.single_commit_sql`): one round trip.  A
+  failed check raises :class:`SlowPath` with nothing changed.
 * :func:`apply_checked` (precise): lock and read every version first, check them in the
   reference order (guards, deletes, writes) so a :class:`ConflictError` names the first
   conflicting key, then rewrite the rows unconditionally.
@@ -27,17 +31,37 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable
 from contextlib import AbstractContextManager
+from operator import itemgetter
 from typing import Any
 
 from sqlalchemy import exc
 
+from stepkernel.adapters.sql.races import sqlstate
 from stepkernel.adapters.sql.rows import CommitPlan, check_version
-from stepkernel.adapters.sql.session import Session
-from stepkernel.adapters.sql.statements import Prepared, Statements, chunks, group_keys
+from stepkernel.adapters.sql.schema import messages, records
+from stepkernel.adapters.sql.session import DirectSession, Session
+from stepkernel.adapters.sql.statements import (
+    ARRAYS,
+    CHECK_FAILED_SQLSTATE,
+    SINGLE_MOST_ROWS,
+    SINGLE_ROWS_INLINE,
+    Prepared,
+    SingleShape,
+    Statements,
+    chunks,
+    group_keys,
+)
 from stepkernel.domain.errors import StoreUnavailableError
 from stepkernel.domain.records import RecordKey
 
-__all__ = ["SlowPath", "apply_checked", "apply_fast"]
+__all__ = [
+    "SlowPath",
+    "apply_checked",
+    "apply_fast",
+    "apply_single",
+    "name_conflict",
+    "single_params",
+]
 
 _SLOW_PATH_ATTEMPTS = 3
 
@@ -87,6 +111,104 @@ def apply_fast(
     apply_queue(session, sql, plan, notify=notify)
     if hold:
         session.run_many(sql.drop_absent, plan.absent_guards)
+
+
+_DELETE_PARAMS = itemgetter("b_kind", "b_key", "b_prev")
+_UPDATE_PARAMS = itemgetter(
+    "u_version",
+    "u_data",
+    "u_status",
+    "b_kind",
+    "b_key",
+    "b_prev",
+    "b_root_id",
+    "b_actor_type",
+    "b_actor_key",
+    "b_name",
+    "b_created_at",
+)
+_RECORD_COLUMNS = tuple(column.name for column in records.c)
+_MESSAGE_COLUMNS = tuple(column.name for column in messages.c)
+
+
+def single_params(plan: CommitPlan) -> tuple[SingleShape, list[Any]] | None:
+    """The shape and parameters of *plan*'s single statement (see
+    :func:`~stepkernel.adapters.sql.statements.single_commit_sql`; ``notify`` left
+    ``False``), or ``None`` when the plan needs the usual path: guards (they lock rows
+    first), a key written twice, a message both acknowledged and enqueued (the usual
+    path deletes, then inserts it), or more than
+    :data:`~stepkernel.adapters.sql.statements.SINGLE_MOST_ROWS` deletes or updates."""
+    if plan.guards or not plan.distinct:
+        return None
+    if len(plan.deletes) > SINGLE_MOST_ROWS or len(plan.updates) > SINGLE_MOST_ROWS:
+        return None
+    acks = [row["b_id"] for row in plan.acks]
+    if acks and plan.enqueue and not set(acks).isdisjoint(row["id"] for row in plan.enqueue):
+        return None
+    params: list[Any] = []
+    for row in plan.deletes:
+        params.extend(_DELETE_PARAMS(row))
+    for row in plan.updates:
+        params.extend(_UPDATE_PARAMS(row))
+    inserts = _bind(params, plan.inserts, _RECORD_COLUMNS)
+    if len(acks) > SINGLE_ROWS_INLINE:
+        params.append(acks)
+    else:
+        params.extend(acks)
+    first: dict[str, dict[str, Any]] = {}
+    for row in plan.enqueue:  # an id enqueued twice: the first row, as the usual path keeps
+        first.setdefault(str(row["id"]), row)
+    enqueues = _bind(params, list(first.values()), _MESSAGE_COLUMNS)
+    if inserts == ARRAYS:
+        params.append(len(plan.inserts))
+    acked = ARRAYS if len(acks) > SINGLE_ROWS_INLINE else len(acks)
+    return (len(plan.deletes), len(plan.updates), inserts, acked, enqueues, False), params
+
+
+def _bind(params: list[Any], rows: list[dict[str, Any]], columns: tuple[str, ...]) -> int:
+    """Append *rows*' *columns* to *params*, row by row or (more than
+    :data:`~stepkernel.adapters.sql.statements.SINGLE_ROWS_INLINE` rows) as one array per
+    column; the shape's count (:data:`~stepkernel.adapters.sql.statements.ARRAYS`)."""
+    if len(rows) > SINGLE_ROWS_INLINE:
+        params.extend([row[name] for row in rows] for name in columns)
+        return ARRAYS
+    for row in rows:
+        params.extend(row[name] for name in columns)
+    return len(rows)
+
+
+def apply_single(
+    session: DirectSession,
+    sql: Statements,
+    shape: SingleShape,
+    params: list[Any],
+    *,
+    notify: bool,
+) -> None:
+    """Run a commit as one statement of *shape* with *params* (:func:`single_params`)
+    on *session*, which must not be in a transaction (the statement is its own);
+    *notify* wakes listening workers when it enqueues.  Raises :class:`SlowPath`,
+    having changed nothing, when a version check fails."""
+    if notify and shape[4]:
+        shape = (*shape[:5], True)
+    try:
+        session.execute(sql.single_commit(shape), params)
+    except exc.DBAPIError as error:
+        if sqlstate(error) == CHECK_FAILED_SQLSTATE:
+            raise SlowPath from None
+        raise
+
+
+def name_conflict(session: Session, sql: Statements, plan: CommitPlan) -> None:
+    """After a failed :func:`apply_single`: read the stored versions of *plan*'s keys (one
+    statement, waiting for rows being written) and raise :class:`ConflictError` for the
+    first moved one, in the reference order (deletes, then writes).  Returns when every
+    version matches (the race resolved): the caller then takes the precise path."""
+    stored = versions(session, sql, plan.all_keys)
+    for key, expected in plan.delete_checks:
+        check_version(key, expected, stored.get(key, 0))
+    for key, expected in plan.write_checks:
+        check_version(key, expected, stored.get(key, 0))
 
 
 def versions(session: Session, sql: Statements, keys: Iterable[RecordKey]) -> dict[RecordKey, int]:

@@ -78,6 +78,13 @@ class DirectSession:
             raise self.wrap(error, prepared.sql, rows, many=True) from error
         return int(cursor.rowcount)
 
+    def execute(self, sql: str, params: Sequence[Any]) -> None:
+        """Execute the driver text *sql* with the driver parameters *params* once."""
+        try:
+            self._cursor.execute(sql, params)
+        except self._engine.dialect.loaded_dbapi.Error as error:
+            raise self.wrap(error, sql, params) from error
+
     def wrap(
         self, error: Exception, sql: str | None, params: Any, *, many: bool = False
     ) -> BaseException:

@@ -26,13 +26,20 @@ from typing import Any, TypeVar
 from sqlalchemy import Engine, exc, select
 from sqlalchemy.pool import StaticPool
 
-from stepkernel.adapters.sql.apply import SlowPath, apply_checked, apply_fast
-from stepkernel.adapters.sql.engine import pool_lock, sqlite_engine
+from stepkernel.adapters.sql.apply import (
+    SlowPath,
+    apply_checked,
+    apply_fast,
+    apply_single,
+    name_conflict,
+    single_params,
+)
+from stepkernel.adapters.sql.engine import pool_lock, sqlite_engine, switches_autocommit
 from stepkernel.adapters.sql.listen import Listener, can_listen
 from stepkernel.adapters.sql.races import ATTEMPTS, lost_race, pause, sqlstate
 from stepkernel.adapters.sql.rows import CommitPlan
 from stepkernel.adapters.sql.schema import create_schema, records
-from stepkernel.adapters.sql.session import Session, core_rows, transaction
+from stepkernel.adapters.sql.session import DirectSession, Session, core_rows, transaction
 from stepkernel.adapters.sql.statements import CHUNK, Statements, chunks, group_keys
 from stepkernel.domain.encoding import decode_message, decode_record
 from stepkernel.domain.errors import ConflictError, StoreUnavailableError
@@ -80,10 +87,20 @@ class SqlWorkflowStore(WorkflowStore):
     in-process lock (threads then never wait in SQLite's sleeping busy handler), and every
     transaction when the pool is one shared connection (``:memory:``).
 
-    On PostgreSQL a commit holding absent guarded keys adds two statements (a placeholder
-    insert and delete, see :mod:`.apply`), a commit that enqueues adds one
-    ``SELECT pg_notify(...)`` (``notify=False`` leaves it out: idle workers then find
-    new messages by polling), and a lone read runs in autocommit (no ``BEGIN``).
+    On PostgreSQL through psycopg a commit without guards that names every key once
+    (the common one: a step's writes, acknowledgement and enqueued messages) is **one
+    round trip**: one statement run on its own, in autocommit, that does every
+    version-checked change, the acknowledgements, the enqueues and the ``pg_notify``
+    (:func:`~stepkernel.adapters.sql.statements.single_commit_sql`; at most
+    :data:`~stepkernel.adapters.sql.statements.SINGLE_MOST_ROWS` deletes and updates).
+    When one of its version checks fails it changes nothing; one locking read of the
+    versions then names the conflict (:class:`ConflictError` with ``key``,
+    ``expected``, ``actual``), or, if the race resolved meanwhile, the commit takes the
+    precise path below.  Other commits take the transaction described above, where a
+    commit holding absent guarded keys adds two statements (a placeholder insert and
+    delete, see :mod:`.apply`) and a commit that enqueues adds one
+    ``SELECT pg_notify(...)`` (``notify=False`` leaves it out everywhere: idle workers
+    then find new messages by polling).  A lone read runs in autocommit (no ``BEGIN``).
     :meth:`wait_for_work` waits on a dedicated ``LISTEN`` connection (:mod:`.listen`).
     A transaction the database aborts as a deadlock or serialization failure is redone
     (up to :data:`~stepkernel.adapters.sql.races.ATTEMPTS` tries, ``retries`` counts
@@ -144,6 +161,7 @@ class SqlWorkflowStore(WorkflowStore):
         self._sql = Statements(engine.dialect)
         self._direct = direct and self._sql.direct
         self._notify = notify and self._sql.notify is not None
+        self._single = self._direct and self._sql.single and switches_autocommit(engine)
         self._listener = Listener(engine) if can_listen(engine) else None
         self._batched_rowcount = bool(engine.dialect.supports_sane_multi_rowcount)
         sqlite = engine.dialect.name == "sqlite"
@@ -211,6 +229,10 @@ class SqlWorkflowStore(WorkflowStore):
         """A read transaction, or (``atomic=False``) none, for a lone statement."""
         return transaction(self._engine, direct=self._direct, read=True, atomic=atomic)
 
+    def _lone(self) -> contextlib.AbstractContextManager[Session]:
+        """No transaction: every statement is its own (psycopg: in autocommit)."""
+        return transaction(self._engine, direct=self._direct, atomic=False)
+
     # -- records -------------------------------------------------------------------------
 
     def load(self, keys: Collection[RecordKey]) -> dict[RecordKey, Record | None]:
@@ -261,10 +283,20 @@ class SqlWorkflowStore(WorkflowStore):
             return
         plan = CommitPlan(commit)
         notify = self._notify and bool(plan.enqueue)
+        single = single_params(plan) if self._single else None
 
         def attempt() -> None:
             with self._write_lock:
                 try:
+                    if single is not None:
+                        with self._lone() as lone:
+                            assert isinstance(lone, DirectSession)
+                            try:
+                                apply_single(lone, self._sql, *single, notify=notify)
+                                return
+                            except SlowPath:
+                                name_conflict(lone, self._sql, plan)
+                        raise SlowPath
                     if not plan.distinct:
                         raise SlowPath
                     with self._write() as session:
