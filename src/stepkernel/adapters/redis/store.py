@@ -29,6 +29,7 @@ import redis
 from redis.cluster import RedisCluster
 from redis.exceptions import NoScriptError, RedisError, ResponseError
 
+from stepkernel.adapters.decoded import DecodedRecords
 from stepkernel.adapters.redis.errors import (
     EPOCH_ERROR,
     RedisDataLostError,
@@ -65,8 +66,6 @@ DEFAULT_PREFIX = "stepkernel"
 _CHUNK = 512
 """Record keys fetched per ``MGET`` by :meth:`RedisWorkflowStore.find_actions`."""
 
-_DECODED_CACHE = 4096
-"""Records remembered per store with the exact value they were stored as (see load)."""
 
 Client = redis.Redis | RedisCluster
 
@@ -153,7 +152,7 @@ class RedisWorkflowStore(WorkflowStore):
         # (kind, key) -> (stored value, record): a load that reads back exactly the value
         # remembered reuses the (immutable) record instead of decoding and verifying it
         # again.  Any other value, e.g. tampered bytes, is decoded and checked as usual.
-        self._decoded: dict[RecordKey, tuple[str, Record]] = {}
+        self._decoded = DecodedRecords()
 
     # -- properties for tools and tests ---------------------------------------------------
 
@@ -277,22 +276,12 @@ class RedisWorkflowStore(WorkflowStore):
         return found
 
     def _decode(self, key: RecordKey, value: str) -> Record:
-        hit = self._decoded.get(key)
-        if hit is not None and hit[0] == value:
-            return hit[1]
-        version, text = split_value(value)
-        record = decode_record(key, text, version=version)
-        self._remember(key, value, record)
+        record = self._decoded.get(key, value)
+        if record is None:
+            version, text = split_value(value)
+            record = decode_record(key, text, version=version)
+            self._decoded.remember(key, value, record)
         return record
-
-    def _remember(self, key: RecordKey, value: str, record: Record) -> None:
-        """Cache *record* as the decoding of *value* at *key* (bounded, oldest out)."""
-        decoded = self._decoded
-        decoded.pop(key, None)
-        decoded[key] = (value, record)
-        if len(decoded) > _DECODED_CACHE:
-            with contextlib.suppress(StopIteration, KeyError, RuntimeError):
-                del decoded[next(iter(decoded))]
 
     def commit(self, commit: Commit) -> None:
         """Apply *commit* atomically (one script) or raise :class:`ConflictError`."""
@@ -306,7 +295,7 @@ class RedisWorkflowStore(WorkflowStore):
             position, actual = result
             raise plan.conflict(int(position), int(actual))
         for key, value, record in plan.stored:
-            self._remember(key, value, record)
+            self._decoded.remember(key, value, record)
         self._count(0, commit=True)
 
     # -- queue ---------------------------------------------------------------------------

@@ -26,6 +26,7 @@ from typing import Any, TypeVar
 from sqlalchemy import Engine, exc, select
 from sqlalchemy.pool import StaticPool
 
+from stepkernel.adapters.decoded import DecodedRecords
 from stepkernel.adapters.sql.apply import (
     SlowPath,
     apply_checked,
@@ -50,8 +51,6 @@ from stepkernel.ports.store import ActionQuery, Commit, Delivery, WorkflowStore
 
 __all__ = ["SqlWorkflowStore", "sqlite_engine"]
 
-_DECODED_CACHE = 4096
-"""Records remembered per store with the exact text they were stored as (see load)."""
 
 _T = TypeVar("_T")
 
@@ -151,7 +150,7 @@ class SqlWorkflowStore(WorkflowStore):
         # (kind, key) -> (stored text, record): a load that reads back exactly the text
         # remembered reuses the (immutable) record instead of decoding and verifying it
         # again.  Any other text, e.g. tampered bytes, is decoded and checked as usual.
-        self._decoded: dict[RecordKey, tuple[str, Record]] = {}
+        self._decoded = DecodedRecords()
         driver_error = getattr(engine.dialect.loaded_dbapi, "Error", None)
         self._errors: tuple[type[BaseException], ...] = (exc.SQLAlchemyError,) + (
             (driver_error,)
@@ -257,23 +256,12 @@ class SqlWorkflowStore(WorkflowStore):
         decoded = self._decoded
         for kind, key, version, data in rows:
             record_key = (kind, key)
-            hit = decoded.get(record_key)
-            if hit is not None and hit[0] == data:
-                found[record_key] = hit[1]
-                continue
-            record = decode_record(record_key, data, version=int(version))
-            self._remember(record_key, data, record)
+            record = decoded.get(record_key, data)
+            if record is None:
+                record = decode_record(record_key, data, version=int(version))
+                decoded.remember(record_key, data, record)
             found[record_key] = record
         return found
-
-    def _remember(self, key: RecordKey, text: str, record: Record) -> None:
-        """Cache *record* as the decoding of *text* at *key* (bounded, oldest out)."""
-        decoded = self._decoded
-        decoded.pop(key, None)
-        decoded[key] = (text, record)
-        if len(decoded) > _DECODED_CACHE:
-            with contextlib.suppress(StopIteration, KeyError, RuntimeError):
-                del decoded[next(iter(decoded))]
 
     def commit(self, commit: Commit) -> None:
         """Apply *commit* atomically or raise :class:`ConflictError` changing nothing."""
@@ -312,7 +300,7 @@ class SqlWorkflowStore(WorkflowStore):
 
         self._retrying("commit", attempt)
         for row, record in zip(plan.final_rows, plan.final_records, strict=True):
-            self._remember((row["kind"], row["key"]), row["data"], record)
+            self._decoded.remember((row["kind"], row["key"]), row["data"], record)
         self._count()
 
     def _count(self) -> None:
