@@ -171,3 +171,12 @@ def test_regression_seed_12_recovery_sweep_follows_superseding() -> None:
     SIGKILL chaos test found first: the sweep settled a parent as failed because the
     child it waited on had been superseded, while the successor was still pending."""
     assert SIMULATION.run(12).ok
+
+
+def test_regression_seed_10446_a_lease_taken_before_a_stall_counts_its_faults() -> None:
+    """Seed 10446 (found by the 100,000-seed soak) was a harness bug: a worker stalled
+    right after leasing, a hang elsewhere let its lease expire and another worker ran the
+    body too, but the fault was not counted against that attempt because the worker
+    was not yet marked as holding it.  Leases are now held from the moment they are
+    taken."""
+    assert SIMULATION.run(10446).ok

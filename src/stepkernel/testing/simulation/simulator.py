@@ -324,6 +324,12 @@ class _Run:
             return 0.0
         return self.stack[-1].skew
 
+    def leased(self, deliveries: list[Delivery]) -> None:
+        # Held from now on: a stall or hang before the worker handles them may let their
+        # leases expire, and that counts against these attempts.
+        if self.stack:
+            self.stack[-1].holding = [k for k in map(_run_key, deliveries) if k is not None]
+
     def batch(self, deliveries: list[Delivery]) -> list[Delivery]:
         if self.healed or not self.stack or not deliveries:
             return deliveries

@@ -30,6 +30,9 @@ class Hooks(Protocol):
         """Seconds the calling worker's clock is off from the store's (0 for the
         environment)."""
 
+    def leased(self, deliveries: list[Delivery]) -> None:
+        """The calling worker holds *deliveries* from now on (before any checkpoint)."""
+
     def batch(self, deliveries: list[Delivery]) -> list[Delivery]:
         """The leased *deliveries* as the worker will see them."""
 
@@ -65,6 +68,7 @@ class SimStore(StoreProxy):
         ids: Sequence[str] | None = None,
     ) -> list[Delivery]:
         batch = self.inner.lease(worker=worker, limit=limit, lease_seconds=lease_seconds, ids=ids)
+        self.hooks.leased(batch)
         if batch:
             self.hooks.checkpoint("after_lease")
         return self.hooks.batch(batch)
