@@ -68,6 +68,7 @@ class Chaos:
     processes: list[subprocess.Popen[bytes]] = field(factory=list)
     completer: subprocess.Popen[bytes] | None = None
     kills: int = 0
+    spawned: int = 0
     submitted: dict[str, str] = field(factory=dict)
     app: Any = None
 
@@ -93,7 +94,8 @@ class Chaos:
             "--recover-every",
             "5",
         ]
-        log = open(self.ledger / f"worker-{len(self.processes) + self.kills}.out", "wb")  # noqa: SIM115
+        self.spawned += 1  # one log file per worker process, never shared or truncated
+        log = open(self.ledger / f"worker-{self.spawned}.out", "wb")  # noqa: SIM115
         return subprocess.Popen(command, cwd=HERE, env=self._env(), stdout=log, stderr=log)
 
     def start(self) -> None:
