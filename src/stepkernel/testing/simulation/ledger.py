@@ -17,6 +17,8 @@ from collections.abc import Mapping
 from attrs import define, field, frozen
 
 from stepkernel.domain.records import ActionRecord
+from stepkernel.domain.status import StepStatus
+from stepkernel.testing.invariants import Violation
 
 BodyKey = tuple[str, int, int]
 """(action id, step index, attempt)."""
@@ -148,3 +150,39 @@ class Ledger:
             if n > 1:
                 duplicated.append(f"completion {cid!r} of {action_id} applied {n} times")
         return LedgerReport(tuple(lost), tuple(duplicated), tuple(unexpected))
+
+    def check_bodies(self, actions: Mapping[str, ActionRecord]) -> list[Violation]:
+        """Bodies ran at most once plus the faults that hit their attempt, and every
+        outcome applied in *actions* is one that an invocation of that attempt returned
+        (so at least one ran)."""
+        found = []
+        for (action_id, index, attempt), runs in sorted(self.body_runs.items()):
+            allowed = 1 + self.faults[(action_id, index, attempt)]
+            if runs > allowed:
+                found.append(
+                    Violation(
+                        "body-runs",
+                        f"attempt {attempt} ran {runs} times with {allowed - 1} fault(s)",
+                        action_id=action_id,
+                        step=index,
+                    )
+                )
+        for record in actions.values():
+            for step in record.steps:
+                if step.status not in (StepStatus.PERFORMING, StepStatus.SUCCEEDED):
+                    continue
+                outcomes = self.outcomes.get((record.id, step.index, step.attempt), [])
+                if not outcomes:
+                    problem = f"outcome of attempt {step.attempt} applied but no body returned"
+                elif not any(
+                    o.children + o.waits == len(step.dependencies) and not o.failed
+                    for o in outcomes
+                ):
+                    problem = (
+                        f"applied {len(step.dependencies)} dependencies, which no invocation "
+                        f"of attempt {step.attempt} returned"
+                    )
+                else:
+                    continue
+                found.append(Violation("body-runs", problem, action_id=record.id, step=step.index))
+        return found
