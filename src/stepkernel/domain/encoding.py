@@ -256,7 +256,9 @@ def _from_state(state: list[Any], chain: dict[str, Any]) -> Record:
             key=state[1],
             holder=state[2],
             holder_checksum=None if state[3] is None else tuple(state[3]),
-            queue=[QueueEntry(action_id=q[0], checksum_key=q[1], checksum=q[2]) for q in state[4]],
+            queue=tuple(
+                QueueEntry(action_id=q[0], checksum_key=q[1], checksum=q[2]) for q in state[4]
+            ),
             **chain,
         )
     if tag == ACHIEVEMENT_TAG:

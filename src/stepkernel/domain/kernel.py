@@ -146,19 +146,34 @@ def _body_ran(tx: Tx, event: StepBodyRan) -> Decision:
     if found is None:
         return tx.decision("stale")
     record, step = found
-    step_id = f"{record.id}#{step.index}"
     if event.completion is not None:
         record = _keep_completion(record, event.completion)
     if event.failed is not None:
         failed = evolve(
             step,
-            status=next_step_status(step.status, StepTrigger.FAIL, step_id=step_id),
+            status=next_step_status(
+                step.status, StepTrigger.FAIL, action_id=record.id, index=step.index
+            ),
             error=event.failed,
             finished_at=tx.now,
         )
         finish(tx, record, ActionStatus.FAILED, error=event.failed, step=failed)
         return tx.decision("failed", record.id)
 
+    status = next_step_status(
+        step.status, StepTrigger.BODY_RAN, action_id=record.id, index=step.index
+    )
+    if not event.children and not event.waits:
+        # Nothing fanned out: the step is done at once (one successor, not two).
+        done = evolve(
+            step,
+            status=next_step_status(
+                status, StepTrigger.SUCCEED, action_id=record.id, index=step.index
+            ),
+            finished_at=tx.now,
+        )
+        step_succeeded(tx, record, done)
+        return tx.decision("applied", record.id)
     dependencies: list[str] = []
     settled: set[str] = set()
     failures: set[str] = set()
@@ -194,16 +209,6 @@ def _body_ran(tx: Tx, event: StepBodyRan) -> Decision:
     # Submitting children never touches this record (a child cannot join, supersede or
     # queue behind its own ancestor), so *record* is still current.
     current = record
-    status = next_step_status(step.status, StepTrigger.BODY_RAN, step_id=step_id)
-    if not dependencies:
-        # Nothing fanned out: the step is done at once (one successor, not two).
-        done = evolve(
-            step,
-            status=next_step_status(status, StepTrigger.SUCCEED, step_id=step_id),
-            finished_at=tx.now,
-        )
-        step_succeeded(tx, current, done)
-        return tx.decision("applied", record.id)
     performing = evolve(
         step,
         status=status,
@@ -248,7 +253,9 @@ def _body_raised(tx: Tx, event: StepBodyRaised) -> Decision:
         return tx.decision("retrying", record.id)
     failed = evolve(
         step,
-        status=next_step_status(step.status, StepTrigger.FAIL, step_id=f"{record.id}#{step.index}"),
+        status=next_step_status(
+            step.status, StepTrigger.FAIL, action_id=record.id, index=step.index
+        ),
         error=event.error,
         finished_at=tx.now,
     )

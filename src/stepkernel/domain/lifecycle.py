@@ -168,11 +168,22 @@ def next_action_status(
         ) from None
 
 
-def next_step_status(status: StepStatus, trigger: StepTrigger, *, step_id: str = "") -> StepStatus:
-    """The status *trigger* moves a step in *status* to, or :class:`IllegalTransitionError`."""
+def next_step_status(
+    status: StepStatus,
+    trigger: StepTrigger,
+    *,
+    step_id: str = "",
+    action_id: str = "",
+    index: int = -1,
+) -> StepStatus:
+    """The status *trigger* moves a step in *status* to, or :class:`IllegalTransitionError`.
+
+    The step is named in the error by *step_id*, or by *action_id* and *index* (the hot
+    path passes those, so that the name is only formatted when there is an error)."""
     try:
         return STEP_TABLE[(status, trigger)]
     except KeyError:
+        step_id = step_id or (f"{action_id}#{index}" if action_id else "")
         raise IllegalTransitionError(
             f"step {step_id or '?'}: no edge {trigger.value!r} from {status.value!r}",
             step_id=step_id,

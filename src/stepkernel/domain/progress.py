@@ -46,18 +46,21 @@ def advance(tx: Tx, record: ActionRecord, step: StepRecord) -> ActionRecord:
         record = replace_step(record, step)
         tx.put(record)
         return record
-    step_id = f"{record.id}#{step.index}"
     if step.failures:
         failed_step = evolve(
             step,
-            status=next_step_status(step.status, StepTrigger.FAIL, step_id=step_id),
+            status=next_step_status(
+                step.status, StepTrigger.FAIL, action_id=record.id, index=step.index
+            ),
             error=step.error or _child_failure(step),
             finished_at=tx.now,
         )
         return finish(tx, record, ActionStatus.FAILED, error=failed_step.error, step=failed_step)
     done = evolve(
         step,
-        status=next_step_status(step.status, StepTrigger.SUCCEED, step_id=step_id),
+        status=next_step_status(
+            step.status, StepTrigger.SUCCEED, action_id=record.id, index=step.index
+        ),
         finished_at=tx.now,
     )
     return step_succeeded(tx, record, done)
@@ -133,7 +136,7 @@ def finish(
         current = evolve(
             current,
             status=next_step_status(
-                current.status, StepTrigger.FAIL, step_id=f"{record.id}#{current.index}"
+                current.status, StepTrigger.FAIL, action_id=record.id, index=current.index
             ),
             error=current.error or error or ErrorInfo.of(status.value, "action ended"),
             finished_at=tx.now,

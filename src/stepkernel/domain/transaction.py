@@ -58,7 +58,15 @@ class Tx:
         return self._base[key]
 
     def action(self, action_id: str) -> ActionRecord | None:
-        record = self.get((ACTION, action_id))
+        key = (ACTION, action_id)  # get(), inlined: the hottest read
+        changed = self._changed
+        if key in changed:
+            record = changed[key]
+        else:
+            if key not in self._base:
+                raise MissingRecordsError(f"need record action:{action_id}", keys=(key,))
+            self._read.add(key)
+            record = self._base[key]
         assert record is None or isinstance(record, ActionRecord)
         return record
 
@@ -103,19 +111,22 @@ class Tx:
     ) -> Decision:
         writes: list[Record] = []
         deletes: list[Tombstone] = []
+        base_records = self._base
+        event_id = self.event_id
         for key, record in self._changed.items():
-            base = self._base.get(key)
+            base = base_records.get(key)
             if record is None:
                 if base is not None:
                     deletes.append(Tombstone(key=key, version=base.version))
                 continue
-            if base is not None and record is base:
+            if record is base:
                 continue
-            writes.append(seal_lazily(record, base=base, event_id=self.event_id))
+            writes.append(seal_lazily(record, base=base, event_id=event_id))
+        changed = self._changed
         guards = {}
         for key in self._read:
-            if key not in self._changed:
-                base = self._base[key]
+            if key not in changed:
+                base = base_records[key]
                 guards[key] = base.version if base is not None else 0
         return Decision(
             writes=tuple(writes),

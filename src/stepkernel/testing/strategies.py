@@ -159,7 +159,7 @@ lane_records = st.builds(
     key=st.text(min_size=1, max_size=10),
     holder=st.none() | _ids,
     holder_checksum=st.none() | st.tuples(st.text(max_size=6), st.text(max_size=6)),
-    queue=st.lists(queue_entries, max_size=3),
+    queue=st.lists(queue_entries, max_size=3).map(tuple),
 )
 
 achievement_records = st.builds(
