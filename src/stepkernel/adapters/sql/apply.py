@@ -7,7 +7,7 @@ Two paths with one outcome, the reference adapter's:
   mismatch raises :class:`SlowPath`; the caller rolls back and takes the precise path.
 * :func:`apply_single` (optimistic, PostgreSQL): the same checks as the fast path, all
   in one statement run on its own (see
-  :func:`~stepkernel.adapters.sql.statements.single_commit_sql`): one round trip.  A
+  :func:`~stepkernel.adapters.sql.postgres.single_commit_sql`): one round trip.  A
   failed check raises :class:`SlowPath` with nothing changed.
 * :func:`apply_checked` (precise): lock and read every version first, check them in the
   reference order (guards, deletes, writes) so a :class:`ConflictError` names the first
@@ -36,21 +36,18 @@ from typing import Any
 
 from sqlalchemy import exc
 
-from stepkernel.adapters.sql.races import sqlstate
-from stepkernel.adapters.sql.rows import CommitPlan, check_version
-from stepkernel.adapters.sql.schema import messages, records
-from stepkernel.adapters.sql.session import DirectSession, Session
-from stepkernel.adapters.sql.statements import (
+from stepkernel.adapters.sql.postgres import (
     ARRAYS,
     CHECK_FAILED_SQLSTATE,
     SINGLE_MOST_ROWS,
     SINGLE_ROWS_INLINE,
-    Prepared,
     SingleShape,
-    Statements,
-    chunks,
-    group_keys,
 )
+from stepkernel.adapters.sql.races import sqlstate
+from stepkernel.adapters.sql.rows import CommitPlan, check_version
+from stepkernel.adapters.sql.schema import messages, records
+from stepkernel.adapters.sql.session import DirectSession, Session
+from stepkernel.adapters.sql.statements import Prepared, Statements, chunks, group_keys
 from stepkernel.domain.errors import StoreUnavailableError
 from stepkernel.domain.records import RecordKey
 
@@ -133,11 +130,11 @@ _MESSAGE_COLUMNS = tuple(column.name for column in messages.c)
 
 def single_params(plan: CommitPlan) -> tuple[SingleShape, list[Any]] | None:
     """The shape and parameters of *plan*'s single statement (see
-    :func:`~stepkernel.adapters.sql.statements.single_commit_sql`; ``notify`` left
+    :func:`~stepkernel.adapters.sql.postgres.single_commit_sql`; ``notify`` left
     ``False``), or ``None`` when the plan needs the usual path: guards (they lock rows
     first), a key written twice, a message both acknowledged and enqueued (the usual
     path deletes, then inserts it), or more than
-    :data:`~stepkernel.adapters.sql.statements.SINGLE_MOST_ROWS` deletes or updates."""
+    :data:`~stepkernel.adapters.sql.postgres.SINGLE_MOST_ROWS` deletes or updates."""
     if plan.guards or not plan.distinct:
         return None
     if len(plan.deletes) > SINGLE_MOST_ROWS or len(plan.updates) > SINGLE_MOST_ROWS:
@@ -167,8 +164,8 @@ def single_params(plan: CommitPlan) -> tuple[SingleShape, list[Any]] | None:
 
 def _bind(params: list[Any], rows: list[dict[str, Any]], columns: tuple[str, ...]) -> int:
     """Append *rows*' *columns* to *params*, row by row or (more than
-    :data:`~stepkernel.adapters.sql.statements.SINGLE_ROWS_INLINE` rows) as one array per
-    column; the shape's count (:data:`~stepkernel.adapters.sql.statements.ARRAYS`)."""
+    :data:`~stepkernel.adapters.sql.postgres.SINGLE_ROWS_INLINE` rows) as one array per
+    column; the shape's count (:data:`~stepkernel.adapters.sql.postgres.ARRAYS`)."""
     if len(rows) > SINGLE_ROWS_INLINE:
         params.extend([row[name] for row in rows] for name in columns)
         return ARRAYS

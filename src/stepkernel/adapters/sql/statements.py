@@ -15,8 +15,8 @@ Loading keys of several kinds is one ``SELECT`` with an ``OR`` of ``(kind = ? AN
 
 PostgreSQL adds three statements: the placeholder insert and delete that hold absent
 keys (:mod:`.apply`) and ``SELECT pg_notify(...)`` to wake listening workers
-(:mod:`.listen`); and, through psycopg, the whole common commit as one statement
-(:func:`single_commit_sql`, rendered once per :data:`SingleShape`).
+(:mod:`.listen`); and, through psycopg, the whole common commit and the lease as one
+statement each (:mod:`.postgres`; commits rendered once per ``SingleShape``).
 """
 
 from __future__ import annotations
@@ -27,16 +27,12 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 from sqlalchemy import (
-    Column,
     ColumnElement,
     Delete,
-    Double,
     Insert,
     Integer,
     Select,
-    String,
     Table,
-    Text,
     Update,
     and_,
     bindparam,
@@ -47,30 +43,21 @@ from sqlalchemy import (
 )
 from sqlalchemy.engine import Dialect
 
+from stepkernel.adapters.sql.postgres import SingleShape, lease_sql, single_commit_sql
 from stepkernel.adapters.sql.schema import NOTIFY_CHANNEL, messages, records
 from stepkernel.domain.records import RecordKey
 
 __all__ = [
-    "ARRAYS",
-    "CHECK_FAILED_SQLSTATE",
     "CHUNK",
-    "SINGLE_MOST_ROWS",
-    "SINGLE_ROWS_INLINE",
     "KeyGroups",
     "Prepared",
-    "SingleShape",
     "Statements",
     "chunks",
     "group_keys",
-    "single_commit_sql",
 ]
 
 CHUNK = 256
 """Most values bound into one statement's ``IN`` lists (padded: at most twice that)."""
-
-SINGLE_MOST_ROWS = 8
-"""Most version-checked deletes, and most updates, of a single-statement commit (each is
-one part of the statement; bigger commits take the usual path)."""
 
 _SHAPES_KEPT = 512
 """Compiled ``IN`` shapes remembered per store before the cache starts over."""
@@ -257,6 +244,16 @@ class Statements:
             .where(m.c.id == bindparam("b_id"), m.c.owner == bindparam("b_owner"))
             .values(owner=None, lease_until=0.0, due=m.c.available_at)
         )
+        self.ungrant = prepare(  # undoes grant (a leased message that does not decode)
+            m.update()
+            .where(m.c.id == bindparam("b_id"), m.c.owner == bindparam("b_owner"))
+            .values(
+                owner=None,
+                lease_until=0.0,
+                due=m.c.available_at,
+                deliveries=m.c.deliveries - 1,
+            )
+        )
         self.extend = prepare(
             m.update()
             .where(m.c.id == bindparam("b_id"), m.c.owner == bindparam("b_owner"))
@@ -280,6 +277,8 @@ class Statements:
         """Whether a common commit can run as one statement (see
         :func:`single_commit_sql`): PostgreSQL through a ``%s`` driver (psycopg)."""
         self._single_sql: dict[SingleShape, str] = {}
+        self.lease_one: str | None = lease_sql(dialect) if self.single else None
+        """Where :attr:`single`: the one-statement lease (:func:`.postgres.lease_sql`)."""
         self.notify: Prepared | None = (
             prepare(select(func.pg_notify(literal(NOTIFY_CHANNEL), literal(""))))
             if postgres
@@ -302,6 +301,7 @@ class Statements:
                 self.due,
                 self.grant,
                 self.release,
+                self.ungrant,
                 self.extend,
                 self.next_due,
                 self.queued,
@@ -423,116 +423,3 @@ def _insert_if_absent(
     if name in ("mysql", "mariadb"):
         return table.insert().prefix_with("IGNORE"), True
     return table.insert(), False
-
-
-SingleShape = tuple[int, int, int, int, int, bool]
-"""``(deletes, updates, inserts, acks, enqueues, notify)`` of a single-statement commit:
-the numbers of version-checked deletes and updates (one ``WITH`` part each), and of
-inserted records, acknowledged and enqueued messages, each bound row by row when at most
-:data:`SINGLE_ROWS_INLINE`, or given as :data:`ARRAYS` (bound as one array per column)."""
-
-ARRAYS = -1
-"""A :data:`SingleShape` count meaning "any number of rows, bound as arrays"."""
-
-SINGLE_ROWS_INLINE = 2
-"""Most inserted records (or acknowledged, or enqueued messages) a single-statement
-commit binds row by row; more are bound as arrays.  Row by row keeps the statement short
-enough for the driver's caches and is the cheaper plan for the server; arrays keep one
-shape for any number of rows (a fan-out) instead of a long text parsed at every call."""
-
-CHECK_FAILED_SQLSTATE = "22012"
-"""``division_by_zero``: what :func:`single_commit_sql` raises when a version check fails."""
-
-_IDENTITY = ("root_id", "actor_type", "actor_key", "name", "created_at")
-"""Action columns an update only checks (see ``Statements.update``)."""
-
-
-def single_commit_sql(dialect: Dialect, shape: SingleShape) -> str:
-    """One PostgreSQL statement applying a whole commit, for a ``%s`` driver.
-
-    A data-modifying ``WITH``: one version-checked ``DELETE`` per deleted record, one
-    version-checked ``UPDATE`` per updated record (both ``RETURNING 1``, in the order
-    given: key order, as the usual path locks them), one insert-if-absent of the new
-    records (``RETURNING 1``), one ``DELETE`` of the acknowledged messages and one
-    insert-if-absent of the enqueued ones; rows are bound one by one, or as one array
-    per column (:data:`ARRAYS`, then inserted from ``unnest``, ids matched with
-    ``= ANY``; arrays travel in binary, ``%b``: the driver's text form escapes every
-    element, several times slower).  The final ``SELECT`` divides by whether every delete, update and insert
-    hit its row: when one did not (a version moved, a key exists), the statement fails
-    with :data:`CHECK_FAILED_SQLSTATE` and, run on its own (autocommit), changes nothing.
-    With *notify* it also runs ``pg_notify`` (sent when the statement commits).
-    Parameters, in order: per delete ``kind, key, prev``; per update ``version, data,
-    status, kind, key, prev`` and the identity columns; the inserted records' columns
-    (row by row, or one array per column); the acknowledged ids (one by one, or an
-    array); the enqueued messages' columns; with :data:`ARRAYS` inserts, last, the
-    number of inserted records.
-    """
-    deletes, updates, inserts, acks, enqueues, notify = shape
-    quote = dialect.identifier_preparer.quote
-    r, m = quote(records.name), quote(messages.name)
-    kind, key, version, id_ = quote("kind"), quote("key"), quote("version"), quote("id")
-    where = f"{kind} = %s AND {key} = %s AND {version} = %s"
-    parts: list[str] = []
-    counted: list[str] = []
-    for n in range(deletes):
-        parts.append(f"d{n} AS (DELETE FROM {r} WHERE {where} RETURNING 1)")
-        counted.append(f"(SELECT count(*) FROM d{n})")
-    identity = "".join(f" AND {quote(c)} IS NOT DISTINCT FROM %s" for c in _IDENTITY)
-    for n in range(updates):
-        parts.append(
-            f"u{n} AS (UPDATE {r} SET {version} = %s, {quote('data')} = %s, "
-            f"{quote('status')} = %s WHERE {where}{identity} RETURNING 1)"
-        )
-        counted.append(f"(SELECT count(*) FROM u{n})")
-    if inserts:
-        parts.append(
-            f"i AS (INSERT INTO {r} {_rows(dialect, records, inserts)} "
-            f"ON CONFLICT ({kind}, {key}) DO NOTHING RETURNING 1)"
-        )
-        counted.append("(SELECT count(*) FROM i)")
-    if acks:
-        ids = (
-            f"= ANY(%b::{_element(messages.c.id)}[])"
-            if acks == ARRAYS
-            else "IN (" + ", ".join(["%s"] * acks) + ")"
-        )
-        parts.append(f"a AS (DELETE FROM {m} WHERE {id_} {ids})")
-    if enqueues:
-        parts.append(
-            f"e AS (INSERT INTO {m} {_rows(dialect, messages, enqueues)} "
-            f"ON CONFLICT ({id_}) DO NOTHING)"
-        )
-    expected = str(deletes + updates + max(inserts, 0))
-    if inserts == ARRAYS:
-        expected += " + %s::integer"
-    hits = " + ".join(counted) or "0"
-    select = f"SELECT 1 / (({hits}) = {expected})::int"
-    if notify:
-        select += f", pg_notify('{NOTIFY_CHANNEL}', '')"
-    return ("WITH " + ",\n".join(parts) + "\n" if parts else "") + select
-
-
-def _rows(dialect: Dialect, table: Table, count: int) -> str:
-    """``(columns) VALUES (%s, ...), ...`` for *count* rows of *table*, or for
-    :data:`ARRAYS` ``(columns) SELECT * FROM unnest(%s::type[], ...)``."""
-    quote = dialect.identifier_preparer.quote
-    names = ", ".join(quote(column.name) for column in table.c)
-    if count != ARRAYS:
-        row = "(" + ", ".join(["%s"] * len(table.c)) + ")"
-        return f"({names}) VALUES " + ", ".join([row] * count)
-    arrays = ", ".join(f"%b::{_element(column)}[]" for column in table.c)
-    return f"({names}) SELECT * FROM unnest({arrays})"
-
-
-def _element(column: Column[Any]) -> str:
-    """The PostgreSQL array element type binding *column*'s values: unbounded (a cast
-    to ``varchar(n)`` would silently truncate; :mod:`.rows` checks lengths first)."""
-    if isinstance(column.type, String) and not isinstance(column.type, Text):
-        return "varchar"
-    if isinstance(column.type, Text):
-        return "text"
-    if isinstance(column.type, Integer):
-        return "integer"
-    if isinstance(column.type, Double):
-        return "double precision"
-    raise TypeError(f"no array element type for {column.type!r}")
