@@ -178,7 +178,7 @@ def bench_url(name: str) -> str | None:
                 "postgresql+psycopg://postgres@127.0.0.1:5432/test", isolation_level="AUTOCOMMIT"
             )
             with admin.connect() as conn:
-                conn.exec_driver_sql("DROP DATABASE IF EXISTS stepkernel_bench")
+                conn.exec_driver_sql("DROP DATABASE IF EXISTS stepkernel_bench WITH (FORCE)")
                 conn.exec_driver_sql("CREATE DATABASE stepkernel_bench")
             admin.dispose()
             return "postgresql+psycopg://postgres@127.0.0.1:5432/stepkernel_bench"

@@ -18,7 +18,13 @@ import sqlalchemy
 from stepkernel.adapters.sql import SqlWorkflowStore, server_engine
 from stepkernel.adapters.sql.rows import record_row
 from stepkernel.adapters.sql.schema import KEY_LENGTH, MESSAGE_ID_LENGTH, records
-from stepkernel.domain.errors import ConflictError, InvalidInputError
+from stepkernel.adapters.sql.session import DirectSession
+from stepkernel.domain.errors import (
+    ConflictError,
+    CorruptRecordError,
+    InvalidInputError,
+    StoreUnavailableError,
+)
 from stepkernel.domain.records import ACHIEVEMENT, LANE, AchievementRecord, key_of
 from stepkernel.ports.clock import Clock, SystemClock
 from stepkernel.ports.store import Commit, WorkflowStore
@@ -156,6 +162,83 @@ def test_leasing_does_not_wait_for_a_locked_message(stores: StoreFactory) -> Non
         got = store.lease(worker="w1", limit=10, lease_seconds=60)
         assert time.monotonic() - started < 2
     assert [d.message.id for d in got] == ["free"]
+
+
+def test_lease_hands_out_the_earliest_due_first(stores: StoreFactory) -> None:
+    """The one-statement lease returns the earliest ``due`` first (ties by id), granted:
+    one delivery each, ``due`` moved to the lease end."""
+    store = stores()
+    now = SystemClock().now()
+    store.commit(
+        Commit(
+            enqueue=[
+                queued_message("c", at=now - 1),
+                queued_message("b", at=now - 3),
+                queued_message("a", at=now - 1),
+                queued_message("later", at=now + 60),
+            ]
+        )
+    )
+    got = store.lease(worker="w1", limit=10, lease_seconds=30)
+    assert [d.message.id for d in got] == ["b", "a", "c"]
+    assert {d.deliveries for d in got} == {1}
+    assert store.lease(worker="w2", limit=10, lease_seconds=30) == []
+
+
+def test_a_corrupt_message_is_not_leased(stores: StoreFactory) -> None:
+    """A leased message that does not decode raises :class:`CorruptRecordError` and
+    leases nothing: the grant of the whole batch is undone."""
+    store = stores()
+    now = SystemClock().now()
+    store.commit(Commit(enqueue=[queued_message("bad", at=now - 1), queued_message("ok", at=now)]))
+    with store.engine.begin() as conn:
+        conn.exec_driver_sql("UPDATE sk_messages SET data = '{' WHERE id = 'bad'")
+    with pytest.raises(CorruptRecordError):
+        store.lease(worker="w1", limit=10, lease_seconds=30)
+    with store.engine.connect() as conn:
+        rows = conn.exec_driver_sql(
+            "SELECT id, owner, deliveries, due = available_at FROM sk_messages ORDER BY id"
+        ).all()
+    assert [tuple(r) for r in rows] == [("bad", None, 0, True), ("ok", None, 0, True)]
+
+
+def test_each_thread_keeps_one_connection(stores: StoreFactory) -> None:
+    """Loads, commits and leases of one thread run on one pinned connection (one
+    backend), not a pool checkout per call; another thread has its own."""
+    store = stores()
+
+    def backend() -> int:
+        with store._lone() as session:  # the session every lone statement runs on
+            assert isinstance(session, DirectSession)
+            ((pid,),) = session.fetch("SELECT pg_backend_pid()", ())
+            return int(pid)
+
+    first = backend()
+    store.commit(Commit(writes=[achievement("k1")]))
+    store.lease(worker="w", limit=5, lease_seconds=5)
+    assert backend() == first
+    other: list[int] = []
+    thread = threading.Thread(target=lambda: other.append(backend()))
+    thread.start()
+    thread.join()
+    assert other
+    assert other[0] != first
+
+
+def test_a_terminated_pinned_connection_is_replaced(stores: StoreFactory) -> None:
+    """When the server terminates a thread's pinned backend, that call fails with
+    :class:`StoreUnavailableError` and the next one runs on a fresh connection."""
+    store = stores()
+    with store._lone() as session:
+        assert isinstance(session, DirectSession)
+        ((pid,),) = session.fetch("SELECT pg_backend_pid()", ())
+    with store.engine.connect() as conn:
+        conn.exec_driver_sql(f"SELECT pg_terminate_backend({int(pid)})")
+    time.sleep(0.2)
+    with pytest.raises(StoreUnavailableError):
+        store.load([(ACHIEVEMENT, "k1")])
+    store.commit(Commit(writes=[achievement("k1")]))
+    assert store.load([(ACHIEVEMENT, "k1")])[(ACHIEVEMENT, "k1")] is not None
 
 
 # -- racing commits -----------------------------------------------------------------------

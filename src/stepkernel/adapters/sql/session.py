@@ -85,6 +85,16 @@ class DirectSession:
         except self._engine.dialect.loaded_dbapi.Error as error:
             raise self.wrap(error, sql, params) from error
 
+    def fetch(self, sql: str, params: Sequence[Any]) -> Sequence[Sequence[Any]]:
+        """Every row the driver text *sql* returns with the driver parameters *params*."""
+        cursor = self._cursor
+        try:
+            cursor.execute(sql, params)
+            found: Sequence[Sequence[Any]] = cursor.fetchall()
+        except self._engine.dialect.loaded_dbapi.Error as error:
+            raise self.wrap(error, sql, params) from error
+        return found
+
     def wrap(
         self, error: Exception, sql: str | None, params: Any, *, many: bool = False
     ) -> BaseException:

@@ -37,13 +37,14 @@ from stepkernel.adapters.sql.apply import (
 )
 from stepkernel.adapters.sql.engine import pool_lock, sqlite_engine, switches_autocommit
 from stepkernel.adapters.sql.listen import Listener, can_listen
+from stepkernel.adapters.sql.pinned import PinnedConnections
 from stepkernel.adapters.sql.races import ATTEMPTS, lost_race, pause, sqlstate
 from stepkernel.adapters.sql.rows import CommitPlan
 from stepkernel.adapters.sql.schema import create_schema, records
 from stepkernel.adapters.sql.session import DirectSession, Session, core_rows, transaction
 from stepkernel.adapters.sql.statements import CHUNK, Statements, chunks, group_keys
 from stepkernel.domain.encoding import decode_message, decode_record
-from stepkernel.domain.errors import ConflictError, StoreUnavailableError
+from stepkernel.domain.errors import ConflictError, CorruptRecordError, StoreUnavailableError
 from stepkernel.domain.messages import Message
 from stepkernel.domain.records import ACTION, ActionRecord, Record, RecordKey
 from stepkernel.ports.clock import Clock, SystemClock
@@ -90,8 +91,8 @@ class SqlWorkflowStore(WorkflowStore):
     (the common one: a step's writes, acknowledgement and enqueued messages) is **one
     round trip**: one statement run on its own, in autocommit, that does every
     version-checked change, the acknowledgements, the enqueues and the ``pg_notify``
-    (:func:`~stepkernel.adapters.sql.statements.single_commit_sql`; at most
-    :data:`~stepkernel.adapters.sql.statements.SINGLE_MOST_ROWS` deletes and updates).
+    (:func:`~stepkernel.adapters.sql.postgres.single_commit_sql`; at most
+    :data:`~stepkernel.adapters.sql.postgres.SINGLE_MOST_ROWS` deletes and updates).
     When one of its version checks fails it changes nothing; one locking read of the
     versions then names the conflict (:class:`ConflictError` with ``key``,
     ``expected``, ``actual``), or, if the race resolved meanwhile, the commit takes the
@@ -99,7 +100,11 @@ class SqlWorkflowStore(WorkflowStore):
     commit holding absent guarded keys adds two statements (a placeholder insert and
     delete, see :mod:`.apply`) and a commit that enqueues adds one
     ``SELECT pg_notify(...)`` (``notify=False`` leaves it out everywhere: idle workers
-    then find new messages by polling).  A lone read runs in autocommit (no ``BEGIN``).
+    then find new messages by polling).  :meth:`lease` is one statement too
+    (:func:`~stepkernel.adapters.sql.postgres.lease_sql`: pick with ``FOR UPDATE SKIP
+    LOCKED`` and grant).  A lone read runs in autocommit (no ``BEGIN``), and every
+    thread keeps one pooled connection for all of this
+    (:mod:`~stepkernel.adapters.sql.pinned`).
     :meth:`wait_for_work` waits on a dedicated ``LISTEN`` connection (:mod:`.listen`).
     A transaction the database aborts as a deadlock or serialization failure is redone
     (up to :data:`~stepkernel.adapters.sql.races.ATTEMPTS` tries, ``retries`` counts
@@ -162,6 +167,7 @@ class SqlWorkflowStore(WorkflowStore):
         self._notify = notify and self._sql.notify is not None
         self._single = self._direct and self._sql.single and switches_autocommit(engine)
         self._listener = Listener(engine) if can_listen(engine) else None
+        self._pinned = PinnedConnections(engine) if self._single else None
         self._batched_rowcount = bool(engine.dialect.supports_sane_multi_rowcount)
         sqlite = engine.dialect.name == "sqlite"
         lock = pool_lock(engine.pool) if sqlite else None
@@ -222,14 +228,20 @@ class SqlWorkflowStore(WorkflowStore):
 
     def _write(self) -> contextlib.AbstractContextManager[Session]:
         """A write transaction (``BEGIN IMMEDIATE`` on SQLite); hold the write lock."""
+        if self._pinned is not None:
+            return self._pinned.transaction(atomic=True)
         return transaction(self._engine, direct=self._direct)
 
     def _read(self, *, atomic: bool) -> contextlib.AbstractContextManager[Session]:
         """A read transaction, or (``atomic=False``) none, for a lone statement."""
+        if self._pinned is not None:
+            return self._pinned.transaction(atomic=atomic)
         return transaction(self._engine, direct=self._direct, read=True, atomic=atomic)
 
     def _lone(self) -> contextlib.AbstractContextManager[Session]:
         """No transaction: every statement is its own (psycopg: in autocommit)."""
+        if self._pinned is not None:
+            return self._pinned.transaction(atomic=False)
         return transaction(self._engine, direct=self._direct, atomic=False)
 
     # -- records -------------------------------------------------------------------------
@@ -328,6 +340,8 @@ class SqlWorkflowStore(WorkflowStore):
             self._listener.drain()  # before the SELECT: see Listener.drain
         now = float(self.clock.now())
         until = now + lease_seconds
+        if ids is None and self._sql.lease_one is not None:
+            return self._lease_one(worker, limit, now, until)
 
         def attempt() -> list[Delivery]:
             with self._write_lock, self._write() as session:
@@ -355,6 +369,36 @@ class SqlWorkflowStore(WorkflowStore):
             return out
 
         return self._retrying("lease", attempt)
+
+    def _lease_one(self, worker: str, limit: int, now: float, until: float) -> list[Delivery]:
+        """PostgreSQL: pick and grant in one statement, in autocommit (one round trip).
+        A message that does not decode has its grant undone (the whole batch's) before
+        :class:`CorruptRecordError` is raised, so it leases nothing, as elsewhere."""
+        sql = self._sql.lease_one
+        assert sql is not None
+
+        def attempt() -> list[tuple[Any, ...]]:
+            with self._lone() as session:
+                assert isinstance(session, DirectSession)
+                return [
+                    tuple(row) for row in session.fetch(sql, (now, limit, worker, until, until))
+                ]
+
+        rows = self._retrying("lease", attempt)
+        rows.sort(key=lambda row: (row[3], row[0]))  # as picked: due, then id
+        try:
+            return [
+                Delivery(
+                    message=decode_message(message_id, data),
+                    deliveries=int(deliveries),
+                    lease_until=until,
+                )
+                for message_id, data, deliveries, _due in rows
+            ]
+        except CorruptRecordError:
+            undo = [{"b_id": row[0], "b_owner": worker} for row in rows]
+            self._write_many("lease", self._sql.ungrant, undo)
+            raise
 
     def _leasable_by_ids(
         self, session: Session, wanted: list[str], now: float, limit: int
@@ -473,5 +517,7 @@ class SqlWorkflowStore(WorkflowStore):
         """Make the store unusable and close its listening connection; the engine stays
         the caller's to dispose."""
         self._closed = True
+        if self._pinned is not None:
+            self._pinned.close()
         if self._listener is not None:
             self._listener.close()

@@ -1,0 +1,139 @@
+"""One pooled connection pinned to each thread, kept in driver autocommit (psycopg 3).
+
+A worker thread runs a load, a commit and a lease per step.  Checking a connection out
+of the pool for each (checkout, a fresh cursor, switching autocommit on and off, the
+pool's reset on return) costs a worker about as much CPU as the statements themselves.
+:class:`PinnedConnections` instead gives every thread its own connection for as long as
+the thread lives (it goes back to the pool when the thread ends or the store closes),
+left in autocommit: a lone statement is its own transaction, and a transaction is an
+explicit ``BEGIN`` ... ``COMMIT`` on the same connection (``ROLLBACK`` if the block
+raises).
+
+A connection the driver reports gone (server restart, terminated backend) is invalidated
+by :meth:`DirectSession.wrap` and dropped here: the call fails, and the thread's next call
+pins a fresh connection.  So is one whose ``ROLLBACK`` fails.  Connections go back to the
+pool with autocommit off, as every other user of the pool expects them.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+import weakref
+from collections.abc import Iterator
+from typing import Any
+
+from sqlalchemy import Engine, exc
+
+from stepkernel.adapters.sql.session import DirectSession
+
+__all__ = ["PinnedConnections"]
+
+
+class _Pin:
+    """One thread's connection and its session (cursor)."""
+
+    __slots__ = ("__weakref__", "raw", "session")
+
+    def __init__(self, raw: Any, session: DirectSession) -> None:
+        self.raw: Any = raw
+        self.session = session
+
+    @property
+    def usable(self) -> bool:
+        raw = self.raw
+        return raw is not None and raw.is_valid and not raw.driver_connection.closed
+
+    def release(self) -> None:
+        """Give the connection back to the pool (autocommit off), or drop it if broken."""
+        raw, self.raw = self.raw, None
+        if raw is None:
+            return
+        self.session.close()
+        try:
+            if raw.is_valid:
+                raw.driver_connection.autocommit = False
+        except Exception:
+            with contextlib.suppress(Exception):
+                raw.invalidate()
+        with contextlib.suppress(Exception):
+            raw.close()
+
+    def __del__(self) -> None:  # the thread ended: its thread-local storage is gone
+        with contextlib.suppress(Exception):
+            self.release()
+
+
+class PinnedConnections:
+    """Per-thread connections of *engine* (psycopg 3; see module)."""
+
+    def __init__(self, engine: Engine) -> None:
+        self._engine = engine
+        self._local = threading.local()
+        self._pins: weakref.WeakSet[_Pin] = weakref.WeakSet()
+        self._lock = threading.Lock()
+        self._dbapi_error: type[Exception] = engine.dialect.loaded_dbapi.Error
+
+    def _pin(self) -> _Pin:
+        pin: _Pin | None = getattr(self._local, "pin", None)
+        if pin is not None and pin.usable:
+            return pin
+        if pin is not None:
+            pin.release()
+        try:
+            raw = self._engine.raw_connection()
+        except self._dbapi_error as error:
+            raise exc.DBAPIError.instance(
+                None,
+                None,
+                error,
+                self._dbapi_error,
+                hide_parameters=True,
+                dialect=self._engine.dialect,
+            ) from error
+        session = DirectSession(self._engine, raw)
+        driver: Any = raw.driver_connection
+        try:
+            driver.autocommit = True
+        except self._dbapi_error as error:
+            failure = session.wrap(error, "SET autocommit", None)
+            session.close()
+            raw.close()
+            raise failure from error
+        pin = _Pin(raw, session)
+        self._local.pin = pin
+        with self._lock:
+            self._pins.add(pin)
+        return pin
+
+    @contextlib.contextmanager
+    def transaction(self, *, atomic: bool) -> Iterator[DirectSession]:
+        """This thread's session: in ``BEGIN`` ... ``COMMIT`` when *atomic*, else each
+        statement on its own.  Rolled back (atomic) if the block raises."""
+        pin = self._pin()
+        session = pin.session
+        try:
+            if atomic:
+                session.execute("BEGIN", ())
+            yield session
+            if atomic:
+                session.execute("COMMIT", ())
+        except BaseException:
+            if atomic and pin.usable:
+                try:
+                    session.execute("ROLLBACK", ())
+                except Exception:
+                    pin.release()
+            if not pin.usable:
+                pin.release()
+                self._local.pin = None
+            raise
+
+    def close(self) -> None:
+        """Give every pinned connection back to the pool (the store is closing; no
+        thread may use them any more)."""
+        with self._lock:
+            pins = list(self._pins)
+            self._pins = weakref.WeakSet()
+        for pin in pins:
+            pin.release()
