@@ -13,7 +13,7 @@ from hypothesis import assume, given
 from hypothesis import strategies as st
 
 from stepkernel import ChecksumInputError, CorruptRecordError, canonical_json, checksum
-from stepkernel.domain.encoding import decode_record, encode_record, verify_digest
+from stepkernel.domain.encoding import decode_record, encode_record, state_text, verify_digest
 from stepkernel.domain.records import Record, key_of
 from stepkernel.testing.strategies import json_values, sealed_records
 
@@ -116,6 +116,27 @@ def test_decode_record_detects_tampered_text(record: Record, data: st.DataObject
     _append_at(decoded, path, "x")
     with pytest.raises(CorruptRecordError):
         decode_record(key_of(record), canonical_json(decoded))
+
+
+@given(sealed_records())
+def test_decode_record_accepts_the_same_json_spaced_out(record: Record) -> None:
+    """Stored text that is the same JSON with whitespace (written by another tool)
+    decodes to an equal record whose cached state text is the canonical one: the digest
+    is checked over the canonical state, not over the bytes as stored."""
+    spaced = json.dumps(json.loads(encode_record(record)), ensure_ascii=False, indent=1)
+    decoded = decode_record(key_of(record), spaced)
+    assert decoded == record
+    assert decoded.state_text == state_text(record)
+
+
+@given(sealed_records())
+def test_decode_record_caches_the_stored_state_text(record: Record) -> None:
+    """Compact stored text verifies over its own state text, which the decoded record
+    keeps: encoding it again reproduces the stored text exactly."""
+    text = encode_record(record)
+    decoded = decode_record(key_of(record), text)
+    assert decoded.state_text is not None
+    assert encode_record(decoded) == text
 
 
 @given(sealed_records(), st.integers(min_value=1, max_value=40))

@@ -11,6 +11,7 @@ verified) afresh.  Bounded: the oldest entries go first.
 from __future__ import annotations
 
 import contextlib
+from collections import OrderedDict
 
 from stepkernel.domain.records import Record, RecordKey
 
@@ -23,7 +24,9 @@ class DecodedRecords:
 
     def __init__(self, size: int = SIZE) -> None:
         self.size = size
-        self._entries: dict[RecordKey, tuple[str, Record]] = {}
+        # An OrderedDict: evicting the oldest is O(1).  (Deleting from the front of a
+        # plain dict leaves dummies that every later ``next(iter(...))`` walks over.)
+        self._entries: OrderedDict[RecordKey, tuple[str, Record]] = OrderedDict()
 
     def get(self, key: RecordKey, text: str) -> Record | None:
         """The record remembered for *key*, if it was decoded from exactly *text*."""
@@ -33,9 +36,10 @@ class DecodedRecords:
     def remember(self, key: RecordKey, text: str, record: Record) -> None:
         """*record* is what *text* at *key* decodes to (e.g. it was just written so)."""
         entries = self._entries
-        entries.pop(key, None)
         entries[key] = (text, record)
-        if len(entries) > self.size:
-            # Threads may race here; losing one eviction only leaves the cache one over.
-            with contextlib.suppress(StopIteration, KeyError, RuntimeError):
-                del entries[next(iter(entries))]
+        # Threads may race here; a lost move or eviction only misorders or overfills
+        # the cache by one entry.
+        with contextlib.suppress(KeyError):
+            entries.move_to_end(key)
+            if len(entries) > self.size:
+                entries.popitem(last=False)

@@ -288,9 +288,40 @@ def decode_record(
         ) from None
 
 
+_raw_decode = json.JSONDecoder().raw_decode
+
+
+def _split(text: str) -> tuple[Any, Any, Any, Any, str] | None:
+    """``version, prev_digest, digest, last_event`` and the state *text* of stored
+    :func:`encode_record` text, or ``None`` when it is not in exactly that compact form
+    (then it is decoded the slow way)."""
+    if not (text.startswith("[") and text.endswith("]")):
+        return None
+    head: list[Any] = []
+    at = 1
+    for _ in range(4):
+        try:
+            value, end = _raw_decode(text, at)
+        except ValueError:  # e.g. whitespace: not the compact form
+            return None
+        if text[end : end + 1] != ",":
+            return None
+        head.append(value)
+        at = end + 1
+    return head[0], head[1], head[2], head[3], text[at:-1]
+
+
 def _decode(key: RecordKey, text: str | bytes, *, verify: bool) -> Record:
     try:
-        version, prev_digest, stored_digest, last_event, state = json.loads(text)
+        if isinstance(text, bytes):
+            text = text.decode("utf-8")
+        split = _split(text)
+        if split is None:
+            version, prev_digest, stored_digest, last_event, state = json.loads(text)
+            state_text = None
+        else:
+            version, prev_digest, stored_digest, last_event, state_text = split
+            state = json.loads(state_text)
         record = _from_state(
             state,
             {
@@ -311,7 +342,16 @@ def _decode(key: RecordKey, text: str | bytes, *, verify: bool) -> Record:
             reason="key mismatch",
         )
     if verify:
-        verify_digest(record)
+        if (
+            state_text is not None
+            and isinstance(prev_digest, str)
+            and isinstance(last_event, str)
+            and chain_digest(prev_digest, last_event, state_text) == record.digest
+        ):
+            # The digest covers exactly the stored state text: nothing to re-encode.
+            object.__setattr__(record, "state_text", state_text)
+        else:
+            verify_digest(record)
     return record
 
 
