@@ -7,7 +7,7 @@ import attrs
 import pytest
 from hypothesis import given
 
-from stepkernel.adapters.memory import InMemoryWorkflowStore
+from stepkernel.adapters.memory import SETTLE_DEPTH, InMemoryWorkflowStore
 from stepkernel.domain.encoding import seal, seal_lazily, verify_digest
 from stepkernel.domain.records import ActionRecord, LaneRecord, Record, StepRecord, evolve
 from stepkernel.ports.store import Commit
@@ -45,20 +45,28 @@ def test_a_long_unsettled_chain_settles_without_recursion() -> None:
     verify_digest(oldest)
 
 
-def test_the_memory_store_settles_digests_on_commit() -> None:
-    """A lazily sealed write is settled by the in-memory store's commit: the stored
-    record has its digest and holds no reference to its predecessor."""
+def test_the_memory_store_bounds_unsettled_chains() -> None:
+    """The in-memory store leaves digests to be computed when read, but a stored record
+    chains fewer than ``SETTLE_DEPTH`` unsettled versions; read, every digest is
+    what eager sealing gives (so memory and SQL records read back alike)."""
     store = InMemoryWorkflowStore()
-    first = seal_lazily(LaneRecord(key="L", holder="a"), base=None, event_id="e1")
-    store.commit(Commit(writes=(first,)))
-    second = seal_lazily(evolve(first, holder="b"), base=first, event_id="e2")
-    store.commit(Commit(writes=(second,)))
-    stored = store.load([("lane", "L")])[("lane", "L")]
-    assert stored is second
-    assert stored._base is None
-    assert first.digest
-    assert stored.prev_digest == first.digest
-    verify_digest(stored)
+    record = seal_lazily(LaneRecord(key="L", holder="a0"), base=None, event_id="e0")
+    store.commit(Commit(writes=(record,)))
+    eager = seal(LaneRecord(key="L", holder="a0"), version=1, prev_digest="", event_id="e0")
+    for i in range(1, 3 * SETTLE_DEPTH):
+        record = seal_lazily(evolve(record, holder=f"a{i}"), base=record, event_id=f"e{i}")
+        store.commit(Commit(writes=(record,)))
+        eager = seal(
+            LaneRecord(key="L", holder=f"a{i}"),
+            version=i + 1,
+            prev_digest=eager.digest,
+            event_id=f"e{i}",
+        )
+        stored = store.load([("lane", "L")])[("lane", "L")]
+        assert stored is record
+        assert stored.unsettled_depth < SETTLE_DEPTH
+    assert (record.prev_digest, record.digest) == (eager.prev_digest, eager.digest)
+    assert record.unsettled_depth == 0
 
 
 def test_records_refuse_lists_where_tuples_and_sets_belong() -> None:

@@ -158,6 +158,7 @@ def seal_lazily(record: Record, *, base: Record | None, event_id: str) -> Record
     setattr_(record, "version", (base.version if base is not None else 0) + 1)
     setattr_(record, "last_event", event_id)
     setattr_(record, "_base", base if base is not None else FIRST_VERSION)
+    setattr_(record, "_depth", 1 + (base.unsettled_depth if base is not None else 0))
     return record
 
 
@@ -178,6 +179,7 @@ def settle_digest(record: Chained) -> None:
         setattr_(version, "_digest", chain_digest(prev, version.last_event, text))
         setattr_(version, "state_text", text)
         setattr_(version, "_base", None)
+        setattr_(version, "_depth", 0)
 
 
 def encode_record(record: Record) -> str:

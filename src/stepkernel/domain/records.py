@@ -180,6 +180,15 @@ class Chained:
     # While the digest is unsettled: the predecessor it chains from (FIRST_VERSION when
     # there is none); None once settled or never sealed lazily.
     _base: object = field(default=None, init=False, eq=False, repr=False)
+    # How many unsettled versions the chain holds, this one included (0 when settled):
+    # a store keeping records unsettled can bound the chain (see unsettled_depth).
+    _depth: int = field(default=0, init=False, eq=False, repr=False)
+
+    @property
+    def unsettled_depth(self) -> int:
+        """How many versions would be hashed if the digest were read now (this one and
+        the unsettled ones it chains from); 0 when the digest is settled."""
+        return self._depth if self._base is not None else 0
 
     @property
     def digest(self) -> str:
