@@ -99,6 +99,22 @@ def by_kind(final: list[tuple[str, Call]], repeat: int = 5) -> dict[str, tuple[i
     return out
 
 
+def host_calibration(repeat: int = 7) -> float:
+    """Milliseconds of CPU a fixed pure-Python loop takes here (the best of *repeat*):
+    a yardstick for comparing runs made on different days or hosts (the same code
+    measured 20% apart on this shared machine on two days)."""
+    best = float("inf")
+    for _ in range(repeat):
+        start = time.process_time()
+        table: dict[int, int] = {}
+        total = 0
+        for i in range(1_000_000):
+            total += i
+            table[i & 1023] = total
+        best = min(best, time.process_time() - start)
+    return best * 1e3
+
+
 def measure(repeat: int = 7) -> dict[str, Any]:
     """The median of *repeat* timings of every ``decide`` call, in events per CPU second;
     the same for a verifying replay; and the per-kind costs."""
@@ -117,6 +133,7 @@ def measure(repeat: int = 7) -> dict[str, Any]:
         "events_per_s": kernel[len(kernel) // 2],
         "replay_events_per_s": replays[len(replays) // 2],
         "by_kind": by_kind(final),
+        "calibration_ms": host_calibration(),
     }
 
 
@@ -127,5 +144,6 @@ if __name__ == "__main__":
         f"({result['calls']:.0f} decide calls); verifying replay "
         f"{result['replay_events_per_s']:,.0f} events/s"
     )
+    print(f"host calibration: {result['calibration_ms']:.0f} ms (fixed pure-Python loop)")
     for kind, (count, micros) in result["by_kind"].items():
         print(f"  {kind:32s} {count:5d} x {micros:6.1f} us")

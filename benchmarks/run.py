@@ -113,7 +113,10 @@ def main(argv: list[str] | None = None) -> int:
 
     rows: list[tuple[str, str, dict[str, Any]]] = []
     k = kernel.measure()
-    print(f"kernel alone: {k['events_per_s']:,.0f} events/s over {k['events']:.0f} recorded events")
+    print(
+        f"kernel alone: {k['events_per_s']:,.0f} events/s over {k['events']:.0f} recorded events;"
+        f" host calibration {k['calibration_ms']:.0f} ms"
+    )
     with tempfile.TemporaryDirectory() as directory:
         stores: dict[str, Callable[[], WorkflowStore]] = {
             "memory": _memory_store,
@@ -184,6 +187,10 @@ def _report(k: dict[str, Any], rows: list[tuple[str, str, dict[str, Any]]]) -> s
         f"median of 7): **{k['events_per_s']:,.0f} events/s** ({k['events']:.0f} events).  "
         f"A verifying replay (views built, every digest computed and compared) runs "
         f"{k['replay_events_per_s']:,.0f} events/s.",
+        "",
+        f"Host calibration: a fixed pure-Python loop took **{k['calibration_ms']:.0f} ms** of CPU "
+        "in this run (`benchmarks.kernel.host_calibration`; lower is a faster host).  This "
+        "shared machine's speed varies from day to day by 20% and more: compare runs with it.",
         "",
         "| kernel event | count | us per `decide` |",
         "|---|---:|---:|",
