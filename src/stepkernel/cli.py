@@ -97,6 +97,7 @@ def cmd_worker(args: argparse.Namespace) -> int:
         world.registry if world else load_registry(args.app),
         args.db,
         lease_seconds=args.lease_seconds,
+        pool_size=args.threads + 4,  # a connection per thread, plus heartbeat, sweep, main
     )
     try:
         if world is not None:

@@ -27,8 +27,15 @@ _SERVER_SCHEMES = (
 """URL prefixes of the database servers the SQL store runs on."""
 
 
-def open_store(url: str = DEFAULT_URL, *, clock: Clock | None = None) -> WorkflowStore:
-    """The store for *url*; raises :class:`InvalidInputError` for an unknown scheme."""
+def open_store(
+    url: str = DEFAULT_URL, *, clock: Clock | None = None, pool_size: int | None = None
+) -> WorkflowStore:
+    """The store for *url*; raises :class:`InvalidInputError` for an unknown scheme.
+
+    *pool_size* sizes a database server's connection pool (default 8; see
+    :func:`~stepkernel.adapters.sql.server.server_engine`): give it at least the number
+    of threads that use the store, as each keeps a connection (a ``stepkernel worker``
+    asks for its threads plus four).  Other stores ignore it."""
     if url.startswith("memory:"):
         from stepkernel.adapters.memory import InMemoryWorkflowStore
 
@@ -43,7 +50,10 @@ def open_store(url: str = DEFAULT_URL, *, clock: Clock | None = None) -> Workflo
         from stepkernel.adapters.sql.server import server_engine
         from stepkernel.adapters.sql.store import SqlWorkflowStore
 
-        return SqlWorkflowStore(server_engine(url), clock=clock)
+        engine = (
+            server_engine(url) if pool_size is None else server_engine(url, pool_size=pool_size)
+        )
+        return SqlWorkflowStore(engine, clock=clock)
     if url.startswith("redis"):
         from stepkernel.adapters.redis import RedisWorkflowStore
 
@@ -57,6 +67,8 @@ def open_store(url: str = DEFAULT_URL, *, clock: Clock | None = None) -> Workflo
 
 
 def open_app(registry: Registry, url: str = DEFAULT_URL, **options: Any) -> App:
-    """An :class:`App` for *registry* on the store at *url*."""
+    """An :class:`App` for *registry* on the store at *url*; ``clock`` and ``pool_size``
+    go to :func:`open_store`, the other *options* to :class:`App`."""
     clock = options.pop("clock", None)
-    return App(registry, open_store(url, clock=clock), **options)
+    pool_size = options.pop("pool_size", None)
+    return App(registry, open_store(url, clock=clock, pool_size=pool_size), **options)

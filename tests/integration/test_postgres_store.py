@@ -44,7 +44,7 @@ def empty(engine: sqlalchemy.Engine) -> None:
 
 def open_store(url: str, *, clock: Clock | None = None, **options: Any) -> SqlWorkflowStore:
     """A store on its own engine (its own pool: another "machine"), on empty tables."""
-    store = SqlWorkflowStore(server_engine(url, pool_size=4, **options), clock=clock)
+    store = SqlWorkflowStore(server_engine(url, **{"pool_size": 4, **options}), clock=clock)
     empty(store.engine)
     return store
 
@@ -63,7 +63,7 @@ def stores(postgres_url: str) -> Iterator[StoreFactory]:
     def make(*, clock: Clock | None = None, **options: Any) -> SqlWorkflowStore:
         if opened:
             store = SqlWorkflowStore(
-                server_engine(postgres_url, pool_size=4, **options), clock=clock
+                server_engine(postgres_url, **{"pool_size": 4, **options}), clock=clock
             )
         else:
             store = open_store(postgres_url, clock=clock, **options)
@@ -223,6 +223,26 @@ def test_each_thread_keeps_one_connection(stores: StoreFactory) -> None:
     thread.join()
     assert other
     assert other[0] != first
+
+
+def test_threads_beyond_the_pin_limit_check_out_per_call(stores: StoreFactory) -> None:
+    """Pins are limited to the pool's size (here 1): a second thread still works, on
+    connections it checks out per call, and never waits for the pinned one."""
+    store = stores(pool_size=1)
+    store.commit(Commit(writes=[achievement("k1")]))  # this thread takes the one pin
+    results: list[object] = []
+
+    def other() -> None:
+        store.commit(Commit(writes=[achievement("k2")]))
+        results.append(store.load([(ACHIEVEMENT, "k2")])[(ACHIEVEMENT, "k2")])
+        results.append(store.lease(worker="w", limit=1, lease_seconds=5))
+
+    thread = threading.Thread(target=other)
+    thread.start()
+    thread.join(timeout=20)
+    assert not thread.is_alive()
+    assert isinstance(results[0], AchievementRecord)
+    assert results[1] == []
 
 
 def test_a_terminated_pinned_connection_is_replaced(stores: StoreFactory) -> None:

@@ -13,6 +13,10 @@ A connection the driver reports gone (server restart, terminated backend) is inv
 by :meth:`DirectSession.wrap` and dropped here: the call fails, and the thread's next call
 pins a fresh connection.  So is one whose ``ROLLBACK`` fails.  Connections go back to the
 pool with autocommit off, as every other user of the pool expects them.
+
+At most ``limit`` threads hold a pin at once (by default the pool's size, so pins never
+take its overflow); any further thread -- say one of an application's many request
+threads -- checks a connection out per call, as without pinning.
 """
 
 from __future__ import annotations
@@ -25,7 +29,7 @@ from typing import Any
 
 from sqlalchemy import Engine, exc
 
-from stepkernel.adapters.sql.session import DirectSession
+from stepkernel.adapters.sql.session import DirectSession, transaction
 
 __all__ = ["PinnedConnections"]
 
@@ -67,19 +71,25 @@ class _Pin:
 class PinnedConnections:
     """Per-thread connections of *engine* (psycopg 3; see module)."""
 
-    def __init__(self, engine: Engine) -> None:
+    def __init__(self, engine: Engine, *, limit: int | None = None) -> None:
         self._engine = engine
+        size = getattr(engine.pool, "size", None)
+        self.limit = limit if limit is not None else (size() if callable(size) else 8)
         self._local = threading.local()
         self._pins: weakref.WeakSet[_Pin] = weakref.WeakSet()
         self._lock = threading.Lock()
         self._dbapi_error: type[Exception] = engine.dialect.loaded_dbapi.Error
 
-    def _pin(self) -> _Pin:
+    def _pin(self) -> _Pin | None:
         pin: _Pin | None = getattr(self._local, "pin", None)
         if pin is not None and pin.usable:
             return pin
         if pin is not None:
             pin.release()
+            self._local.pin = None
+        with self._lock:
+            if sum(1 for held in self._pins if held.raw is not None) >= self.limit:
+                return None  # enough threads hold pins: this one checks out per call
         try:
             raw = self._engine.raw_connection()
         except self._dbapi_error as error:
@@ -111,6 +121,11 @@ class PinnedConnections:
         """This thread's session: in ``BEGIN`` ... ``COMMIT`` when *atomic*, else each
         statement on its own.  Rolled back (atomic) if the block raises."""
         pin = self._pin()
+        if pin is None:
+            with transaction(self._engine, direct=True, atomic=atomic) as fallback:
+                assert isinstance(fallback, DirectSession)
+                yield fallback
+            return
         session = pin.session
         try:
             if atomic:
