@@ -4,8 +4,13 @@ from __future__ import annotations
 
 from typing import Any
 
-from stepkernel import ActionStatus, Registry
+from stepkernel import ActionStatus, App, Registry
+from stepkernel.adapters.memory import InMemoryWorkflowStore
+from stepkernel.domain.messages import Message
+from stepkernel.domain.records import ActionRecord
+from stepkernel.ports.store import ActionQuery
 from stepkernel.testing import drain, memory_app
+from stepkernel.testing.proxy import StoreProxy
 
 
 class Spot:
@@ -111,3 +116,45 @@ def test_recover_follows_superseding_instead_of_failing_the_waiting_parent() -> 
 
 def _lane(_spot: Spot) -> str:
     return "lane"
+
+
+class _MovesBetweenSnapshots(StoreProxy):
+    """Runs one queued message (through *app*) between the sweep's two snapshots: just
+    before the first read of the queue that follows a read of the actions, or the other
+    way round -- whichever order the sweep reads them in."""
+
+    def __init__(self, inner: InMemoryWorkflowStore) -> None:
+        super().__init__(inner)
+        self.app: App | None = None
+        self.first: str | None = None
+
+    def _read(self, what: str) -> None:
+        if self.app is None:
+            return
+        if self.first is None:
+            self.first = what
+        elif what != self.first:
+            app, self.app = self.app, None
+            app.run_pending(limit=1)
+
+    def queued(self, *, action_id: str | None = None) -> list[Message]:
+        self._read("queue")
+        return super().queued(action_id=action_id)
+
+    def find_actions(self, query: ActionQuery) -> list[ActionRecord]:
+        self._read("actions")
+        return super().find_actions(query)
+
+
+def test_recover_ignores_an_action_that_moved_during_the_sweep() -> None:
+    """An action that advanced between the sweep's read of the actions and its read of
+    the queue (its wake-up consumed, a new one queued) is not taken for stranded: no
+    stale run message is re-created, and the tree finishes as usual."""
+    store = _MovesBetweenSnapshots(InMemoryWorkflowStore())
+    app = App(_registry(), store)
+    root = app.invoke_later(Spot(1), "root")
+    store.app = app
+    assert app.recover() == 0
+    assert store.app is None  # the action did move during the sweep
+    drain(app)
+    assert app.get(root.id or "").status is ActionStatus.SUCCEEDED

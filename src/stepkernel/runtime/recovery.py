@@ -14,45 +14,61 @@ from stepkernel.domain.records import ACTION, ActionRecord
 from stepkernel.domain.status import ActionStatus, StepStatus
 from stepkernel.ports.store import ActionQuery, WorkflowStore
 
+_FINISHED = frozenset(
+    {ActionStatus.SUCCEEDED, ActionStatus.FAILED, ActionStatus.CANCELLED, ActionStatus.TIMED_OUT}
+)
+
 
 def missing_wakeups(store: WorkflowStore) -> list[Message]:
-    """Messages that unfinished actions in *store* need and do not have."""
+    """Messages that unfinished actions in *store* need and do not have.
+
+    Safe to run while workers run.  The actions are read first, then the queue, then
+    every action found wanting is read again: it only counts if it has not changed
+    since the first read.  (A wake-up consumed between the two snapshots always comes
+    with a change to its action -- the same commit acknowledges it -- so a moving action
+    is never mistaken for a stranded one, and nothing is re-created needlessly.)
+    """
     now = store.now()
-    queued_ids = {m.id for m in store.queued()}
-    queued_kinds: dict[str, set[MessageKind]] = {}
-    for message in store.queued():
-        queued_kinds.setdefault(message.action_id, set()).add(message.kind)
-    out: list[Message] = []
     unfinished = store.find_actions(ActionQuery(statuses=frozenset({ActionStatus.PERFORMING})))
+    finished = store.find_actions(ActionQuery(statuses=_FINISHED))
+    queued = store.queued()
+    queued_ids = {m.id for m in queued}
+    queued_kinds: dict[str, set[MessageKind]] = {}
+    for message in queued:
+        queued_kinds.setdefault(message.action_id, set()).add(message.kind)
+    wanted: list[tuple[ActionRecord, list[Message]]] = []
     for record in unfinished:
         kinds = queued_kinds.get(record.id, set())
         step = record.current_step
         if step is None:
             continue
+        out: list[Message] = []
         if step.status is StepStatus.PENDING and MessageKind.RUN not in kinds:
             out.append(Message.run(record.id, step.index, step.attempt, now))
         if record.deadline is not None and MessageKind.TIMEOUT not in kinds:
             out.append(Message.timeout(record.id, record.deadline))
         if step.status is StepStatus.PERFORMING:
             out.extend(_lost_settlements(store, record, queued_ids, now))
-    finished = store.find_actions(
-        ActionQuery(
-            statuses=frozenset(
-                {
-                    ActionStatus.SUCCEEDED,
-                    ActionStatus.FAILED,
-                    ActionStatus.CANCELLED,
-                    ActionStatus.TIMED_OUT,
-                }
-            )
-        )
-    )
+        if out:
+            wanted.append((record, out))
     for record in finished:
         if record.callbacks == "pending" and MessageKind.AFTER not in queued_kinds.get(
             record.id, set()
         ):
-            out.append(Message.after(record.id, now))
-    return out
+            wanted.append((record, [Message.after(record.id, now)]))
+    if not wanted:
+        return []
+    current = store.load([(ACTION, record.id) for record, _ in wanted])
+    return [
+        message
+        for record, messages in wanted
+        if _unchanged(record, current.get((ACTION, record.id)))
+        for message in messages
+    ]
+
+
+def _unchanged(first: ActionRecord, again: object) -> bool:
+    return isinstance(again, ActionRecord) and again.version == first.version
 
 
 def _lost_settlements(
