@@ -47,12 +47,6 @@ def test_sigkilled_workers_lose_nothing_on_postgres(fresh_postgres: str, tmp_pat
     _clean(verdict)
 
 
-@pytest.mark.xfail(
-    strict=False,
-    reason="open bug (issue 4): in 1 of 3 full runs 8 of 500 roots never finished after "
-    "healing (their final step's run message failed a load on a terminated backend and "
-    "was never run again); not yet reproduced in isolation",
-)
 def test_terminated_backends_lose_nothing_on_postgres(fresh_postgres: str, tmp_path: Path) -> None:
     """Every 250 ms for the chaos period the server terminates a random backend of the
     workers, the completer or the submitter; then heal: nothing lost."""

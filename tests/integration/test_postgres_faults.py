@@ -8,13 +8,15 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import psycopg
 import pytest
 import sqlalchemy
 from test_postgres_store import dispose, empty
+from test_postgres_worker import Box, registry
 
+from stepkernel import ActionStatus, App
 from stepkernel.adapters.sql import SqlWorkflowStore, server_engine
 from stepkernel.adapters.sql.races import lost_race
 from stepkernel.domain.errors import StoreUnavailableError
@@ -23,6 +25,7 @@ from stepkernel.ports.clock import SystemClock
 from stepkernel.ports.store import Commit
 from stepkernel.testing.contract import achievement, bump
 from stepkernel.testing.contract_support import queued_message
+from stepkernel.testing.proxy import StoreProxy
 
 pytestmark = pytest.mark.integration
 
@@ -147,6 +150,55 @@ def test_killed_listener_reconnects(store: SqlWorkflowStore, admin: sqlalchemy.C
         timer.join()
     finally:
         dispose(committer)
+
+
+class _KillsBackendsWhenIdle(StoreProxy):
+    """Forwards to the store under test; the first ``next_due`` (what a worker thread
+    asks after a lease found nothing) first has the server terminate the store's
+    backends (*kill*), so it runs on a killed connection.  ``raised`` is what it raised
+    and ``done`` is set once it returned."""
+
+    def __init__(self, inner: SqlWorkflowStore, kill: Callable[[], object]) -> None:
+        super().__init__(inner)
+        self.sql = inner
+        self.kill = kill
+        self.raised: BaseException | None = None
+        self.done = threading.Event()
+
+    def next_due(self) -> float | None:
+        if self.done.is_set():
+            return self.inner.next_due()
+        self.kill()
+        try:
+            return self.inner.next_due()
+        except BaseException as error:  # checked by the test
+            self.raised = error
+            raise
+        finally:
+            self.done.set()
+
+    def wait_for_work(self, timeout: float) -> None:
+        self.sql.wait_for_work(timeout)
+
+
+def test_worker_thread_survives_a_backend_killed_under_its_idle_poll(
+    store: SqlWorkflowStore, admin: sqlalchemy.Connection
+) -> None:
+    """A worker's only thread whose ``next_due`` (after an empty lease) meets a
+    terminated backend logs the :class:`StoreUnavailableError` and goes on leasing: a
+    root submitted afterwards runs to the end (the thread used to die there, leaving a
+    live process that never leased again)."""
+    faulty = _KillsBackendsWhenIdle(store, lambda: terminate(admin))
+    app = App(registry(), faulty)
+    with app.worker(threads=1, poll=0.01, recover_every=None):
+        assert faulty.done.wait(10)
+        assert isinstance(faulty.raised, StoreUnavailableError)
+        root = app.invoke_later(Box(7), "three").id
+        assert root is not None
+        deadline = time.monotonic() + 15
+        while app.get(root).status is not ActionStatus.SUCCEEDED:
+            assert time.monotonic() < deadline, "the worker thread stopped leasing"
+            time.sleep(0.02)
 
 
 def test_deadlock_is_redone(

@@ -13,8 +13,10 @@ import pytest
 
 from stepkernel import ActionStatus, App, Registry
 from stepkernel.adapters.memory import InMemoryWorkflowStore
+from stepkernel.domain.errors import StoreUnavailableError
 from stepkernel.ports.store import ActionQuery, WorkflowStore
 from stepkernel.testing import FakeClock
+from stepkernel.testing.proxy import StoreProxy
 
 
 class Box:
@@ -160,3 +162,44 @@ def test_invoke_now_keeps_its_lease_while_a_long_body_runs() -> None:
     release.set()
     runner.join(10)
     assert stolen == []
+
+
+class _FailsOnceWhenIdle(StoreProxy):
+    """Forwards to *inner*; the first call of *operation* (an idle worker's
+    ``next_due`` or ``wait_for_work``) raises :class:`StoreUnavailableError`, as after
+    a killed database backend, and sets ``failed``."""
+
+    def __init__(self, inner: WorkflowStore, operation: str) -> None:
+        super().__init__(inner)
+        self.operation = operation
+        self.failed = threading.Event()
+
+    def _maybe_fail(self, operation: str) -> None:
+        if operation == self.operation and not self.failed.is_set():
+            self.failed.set()
+            raise StoreUnavailableError("backend terminated", operation=operation)
+
+    def next_due(self) -> float | None:
+        self._maybe_fail("next_due")
+        return self.inner.next_due()
+
+    def wait_for_work(self, timeout: float) -> None:
+        self._maybe_fail("wait_for_work")
+        self.inner.wait_for_work(timeout)
+
+
+@pytest.mark.parametrize("operation", ["next_due", "wait_for_work"])
+def test_a_store_error_while_idle_does_not_end_the_worker_thread(operation: str) -> None:
+    """A store call of an idle worker thread that fails (the store was unavailable for a
+    moment) is retried: the worker's only thread lives on and runs work enqueued
+    afterwards, instead of dying and leaving a live process that leases nothing."""
+    store = _FailsOnceWhenIdle(InMemoryWorkflowStore(), operation)
+    app = App(registry(), store)
+    with app.worker(threads=1, poll=0.01, recover_every=None):
+        assert store.failed.wait(10)
+        root = app.invoke_later(Box(1), "three").id
+        assert root is not None
+        deadline = time.monotonic() + 10
+        while app.get(root).status is not ActionStatus.SUCCEEDED:
+            assert time.monotonic() < deadline, "the worker thread stopped leasing"
+            time.sleep(0.01)

@@ -149,6 +149,19 @@ class Worker:
     # -- threads ---------------------------------------------------------------------------
 
     def _loop(self, worker: str) -> None:
+        """One thread: lease a batch and run it, or wait for work when nothing is due.
+
+        Contract: only :meth:`stop` (or a crash in user code, see :meth:`_run_batch`)
+        ends this thread.  A store call of the loop that fails -- ``lease``,
+        ``next_due``, ``wait_for_work``; :class:`StoreUnavailableError` after a killed
+        backend or a server restart, or any other error -- is logged and the round is
+        tried again after ``poll`` (at least a second after an unexpected error).  A
+        thread that ended on such an error would leave its process alive (heartbeat
+        and recovery sweep still running, so no supervisor restarts it) but leasing
+        nothing; once every thread of every worker had met one, messages whose lease
+        ran out (e.g. a run message whose ``load`` failed on the killed backend) were
+        never delivered again.
+        """
         store = self.app.store
         self._inflight[worker] = frozenset()
         while not self._stop.is_set():
@@ -156,31 +169,45 @@ class Worker:
                 batch = store.lease(
                     worker=worker, limit=self.batch, lease_seconds=self.lease_seconds
                 )
+                if not batch:
+                    due = store.next_due()
+                    wait = self.poll if due is None else min(self.poll, max(0.0, due - store.now()))
+                    store.wait_for_work(max(wait, 0.001))  # LISTEN/NOTIFY where the store has it
+                    continue
             except StoreUnavailableError as exc:
                 log.warning("worker %s: store unavailable: %s", worker, exc)
                 self._stop.wait(self.poll)
                 continue
-            if not batch:
-                due = store.next_due()
-                wait = self.poll if due is None else min(self.poll, max(0.0, due - store.now()))
-                store.wait_for_work(max(wait, 0.001))  # LISTEN/NOTIFY where the store has it
+            except Exception:
+                # E.g. a queued message that does not decode: keep the thread, slow down.
+                log.exception("worker %s: store call failed; trying again", worker)
+                self._stop.wait(max(self.poll, 1.0))
                 continue
-            held = [d.message.id for d in batch]
-            try:
-                for position, delivery in enumerate(batch):
-                    if self._stop.is_set():
+            self._run_batch(worker, batch)
+
+    def _run_batch(self, worker: str, batch: list[Delivery]) -> None:
+        """Process *batch* in order, its unfinished part covered by the heartbeat; on
+        :meth:`stop`, release the leases of the messages not started."""
+        store = self.app.store
+        held = [d.message.id for d in batch]
+        try:
+            for position, delivery in enumerate(batch):
+                if self._stop.is_set():
+                    try:
                         store.release(held[position:], worker=worker)
-                        break
-                    self._inflight[worker] = frozenset(held[position:])
-                    self._process(delivery)
-            except BaseException:
-                # KeyboardInterrupt/SystemExit from user code: a crash.  Stop holding the
-                # leases (they expire and the messages are redelivered) and stop the pool.
-                log.critical("worker %s: crashed in user code; stopping", worker, exc_info=True)
-                self._stop.set()
-                raise
-            finally:
-                self._inflight[worker] = frozenset()
+                    except Exception as exc:  # the leases simply run out
+                        log.warning("worker %s: could not release leases: %s", worker, exc)
+                    break
+                self._inflight[worker] = frozenset(held[position:])
+                self._process(delivery)
+        except BaseException:
+            # KeyboardInterrupt/SystemExit from user code: a crash.  Stop holding the
+            # leases (they expire and the messages are redelivered) and stop the pool.
+            log.critical("worker %s: crashed in user code; stopping", worker, exc_info=True)
+            self._stop.set()
+            raise
+        finally:
+            self._inflight[worker] = frozenset()
 
     def _process(self, delivery: Delivery) -> None:
         try:
@@ -219,3 +246,5 @@ class Worker:
                     store.extend(ids, worker=worker, lease_seconds=self.lease_seconds)
                 except StoreUnavailableError:
                     log.warning("heartbeat: store unavailable")
+                except Exception:  # keep beating: a dead heartbeat lets leases in hand expire
+                    log.exception("heartbeat: extending leases failed")
