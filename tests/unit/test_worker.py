@@ -203,3 +203,41 @@ def test_a_store_error_while_idle_does_not_end_the_worker_thread(operation: str)
         while app.get(root).status is not ActionStatus.SUCCEEDED:
             assert time.monotonic() < deadline, "the worker thread stopped leasing"
             time.sleep(0.01)
+
+
+class _DataLost(StoreProxy):
+    """Forwards to *inner*, but every ``lease`` raises a non-retryable
+    :class:`StoreUnavailableError` (as a Redis that restarted empty does) until
+    ``restored`` is set; ``leases`` counts the attempts."""
+
+    def __init__(self, inner: WorkflowStore) -> None:
+        super().__init__(inner)
+        self.restored = threading.Event()
+        self.leases = 0
+
+    def lease(self, **kwargs: Any) -> Any:
+        self.leases += 1
+        if not self.restored.is_set():
+            error = StoreUnavailableError("the data is gone", operation="lease")
+            error.retryable = False
+            raise error
+        return self.inner.lease(**kwargs)
+
+
+def test_a_failing_store_is_retried_with_backoff_and_work_resumes() -> None:
+    """While the store keeps failing, a worker thread backs off (poll, doubling; up to
+    30 s when the error is not retryable) instead of hammering it and the logs every
+    ``poll``; once the store is back, the same thread leases and runs work again."""
+    store = _DataLost(InMemoryWorkflowStore())
+    app = App(registry(), store)
+    with app.worker(threads=1, poll=0.01, recover_every=None):
+        time.sleep(0.6)
+        # Without backoff: ~60 attempts in 0.6 s; with it: 0.01, 0.02, 0.04 ... -> ~6.
+        assert 2 <= store.leases <= 10
+        store.restored.set()
+        root = app.invoke_later(Box(1), "three").id
+        assert root is not None
+        deadline = time.monotonic() + 10
+        while app.get(root).status is not ActionStatus.SUCCEEDED:
+            assert time.monotonic() < deadline, "the worker thread never leased again"
+            time.sleep(0.01)

@@ -155,7 +155,8 @@ class Worker:
         ends this thread.  A store call of the loop that fails -- ``lease``,
         ``next_due``, ``wait_for_work``; :class:`StoreUnavailableError` after a killed
         backend or a server restart, or any other error -- is logged and the round is
-        tried again after ``poll`` (at least a second after an unexpected error).  A
+        tried again after ``poll``, backing off while failures repeat (see
+        :meth:`_backoff`; at least a second after an unexpected error).  A
         thread that ended on such an error would leave its process alive (heartbeat
         and recovery sweep still running, so no supervisor restarts it) but leasing
         nothing; once every thread of every worker had met one, messages whose lease
@@ -164,6 +165,7 @@ class Worker:
         """
         store = self.app.store
         self._inflight[worker] = frozenset()
+        failures = 0  # store calls of this loop that failed in a row
         while not self._stop.is_set():
             try:
                 batch = store.lease(
@@ -173,17 +175,34 @@ class Worker:
                     due = store.next_due()
                     wait = self.poll if due is None else min(self.poll, max(0.0, due - store.now()))
                     store.wait_for_work(max(wait, 0.001))  # LISTEN/NOTIFY where the store has it
+                    failures = 0
                     continue
             except StoreUnavailableError as exc:
-                log.warning("worker %s: store unavailable: %s", worker, exc)
-                self._stop.wait(self.poll)
+                failures += 1
+                delay = self._backoff(failures, retryable=exc.retryable)
+                log.log(
+                    logging.WARNING if exc.retryable else logging.ERROR,
+                    "worker %s: store unavailable (%d in a row; trying again in %.2fs): %s",
+                    *(worker, failures, delay, exc),
+                )
+                self._stop.wait(delay)
                 continue
             except Exception:
                 # E.g. a queued message that does not decode: keep the thread, slow down.
+                failures += 1
                 log.exception("worker %s: store call failed; trying again", worker)
-                self._stop.wait(max(self.poll, 1.0))
+                self._stop.wait(max(self._backoff(failures, retryable=True), 1.0))
                 continue
+            failures = 0
             self._run_batch(worker, batch)
+
+    def _backoff(self, failures: int, *, retryable: bool) -> float:
+        """How long a loop thread waits after *failures* failed rounds in a row: ``poll``,
+        doubling each time, at most 5 s -- or 30 s when the error says retrying cannot
+        help by itself (e.g. :class:`~stepkernel.adapters.redis.RedisDataLostError`:
+        an operator must restore the data; the thread carries on once they have)."""
+        cap = 5.0 if retryable else 30.0
+        return float(min(cap, self.poll * 2 ** min(failures - 1, 20)))
 
     def _run_batch(self, worker: str, batch: list[Delivery]) -> None:
         """Process *batch* in order, its unfinished part covered by the heartbeat; on
