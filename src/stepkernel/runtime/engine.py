@@ -50,6 +50,7 @@ from stepkernel.ports.store import Commit, Delivery, WorkflowStore
 from stepkernel.runtime.calls import call_user, error_info
 from stepkernel.runtime.handles import JobHandle, StepHandle
 from stepkernel.runtime.policy import RetryPolicy
+from stepkernel.runtime.prefetch import BatchRecords, message_keys
 from stepkernel.runtime.prepare import prepare
 from stepkernel.runtime.registry import Registry, ResolvedAction
 from stepkernel.runtime.snapshot import Action
@@ -142,18 +143,40 @@ class Engine:
 
     # -- deliveries --------------------------------------------------------------------------
 
-    def handle(self, delivery: Delivery) -> Decision | None:
-        """Process one leased message and acknowledge it in the commit it causes."""
+    def handle(self, delivery: Delivery, known: BatchRecords | None = None) -> Decision | None:
+        """Process one leased message and acknowledge it in the commit it causes.
+
+        *known*: the records of the batch the message came in (see
+        :mod:`stepkernel.runtime.prefetch`), read from and kept current; ``None`` loads
+        what the message needs from the store."""
         message = delivery.message
+        conflicts = self.conflicts
         try:
             if message.kind is MessageKind.RUN:
-                return self._run_step(message)
-            if message.kind is MessageKind.AFTER:
+                decision = self._run_step(message, known)
+            elif message.kind is MessageKind.AFTER:
                 return self._run_callbacks(delivery)
-            return self.apply(MessageDelivered(message), ack=(message.id,))
+            else:
+                preloaded = None if known is None else known.load(message_keys(message))
+                decision = self.apply(
+                    MessageDelivered(message), ack=(message.id,), preloaded=preloaded
+                )
         except CorruptRecordError as exc:
+            if known is not None:
+                known.forget(message_keys(message))
             self._quarantine(exc, message)
             return None
+        except BaseException:
+            if known is not None:
+                known.forget()
+            raise
+        if known is not None:
+            if self.conflicts != conflicts:
+                # Another writer moved records this message read: read them afresh next
+                # time (what this commit wrote is current either way).
+                known.forget(message_keys(message))
+            known.committed(decision)
+        return decision
 
     def _quarantine(self, exc: CorruptRecordError, message: Message) -> None:
         """A stored record does not decode: fail its action (or drop a lane/achievement)
@@ -193,9 +216,10 @@ class Engine:
         assert record is None or isinstance(record, ActionRecord)
         return record
 
-    def _run_step(self, message: Message) -> Decision:
+    def _run_step(self, message: Message, known: BatchRecords | None = None) -> Decision:
         key = (ACTION, message.action_id)
-        loaded = self.store.load([key, *message.preload])
+        keys = message_keys(message)
+        loaded = self.store.load(keys) if known is None else known.load(keys)
         record = loaded[key]
         assert record is None or isinstance(record, ActionRecord)
         step = None if record is None else record.current_step

@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING
 
 from stepkernel.domain.errors import StoreUnavailableError
 from stepkernel.ports.store import Delivery
+from stepkernel.runtime.prefetch import BatchRecords
 
 if TYPE_CHECKING:
     from stepkernel.runtime.app import App
@@ -209,6 +210,8 @@ class Worker:
         :meth:`stop`, release the leases of the messages not started."""
         store = self.app.store
         held = [d.message.id for d in batch]
+        known = BatchRecords(store)  # the batch's records: one load, kept current
+        known.prefetch(d.message for d in batch)
         try:
             for position, delivery in enumerate(batch):
                 if self._stop.is_set():
@@ -218,7 +221,7 @@ class Worker:
                         log.warning("worker %s: could not release leases: %s", worker, exc)
                     break
                 self._inflight[worker] = frozenset(held[position:])
-                self._process(delivery)
+                self._process(delivery, known)
         except BaseException:
             # KeyboardInterrupt/SystemExit from user code: a crash.  Stop holding the
             # leases (they expire and the messages are redelivered) and stop the pool.
@@ -228,9 +231,9 @@ class Worker:
         finally:
             self._inflight[worker] = frozenset()
 
-    def _process(self, delivery: Delivery) -> None:
+    def _process(self, delivery: Delivery, known: BatchRecords | None = None) -> None:
         try:
-            self.app.engine.handle(delivery)
+            self.app.engine.handle(delivery, known)
             self.processed += 1
         except StoreUnavailableError as exc:
             self.errors += 1
