@@ -381,3 +381,33 @@ class TestSqliteStoreThroughCore(WorkflowStoreContract):
                 .where(records.c.kind == key[0], records.c.key == key[1])
                 .values(data="{not json")
             )
+
+
+def test_each_thread_keeps_one_sqlite_connection(store: SqlWorkflowStore) -> None:
+    """On a SQLite file every thread keeps one connection (and cursor) for its loads,
+    commits and leases instead of a pool checkout per call; another thread has its own,
+    and a rolled-back write leaves the pinned connection usable."""
+
+    def session() -> object:
+        with store._lone() as lone:
+            return lone
+
+    first = session()
+    store.commit(Commit(writes=[achievement("k1")]))
+    with pytest.raises(ConflictError):
+        store.commit(Commit(writes=[achievement("k1")]))  # version 1 again: refused
+    store.lease(worker="w", limit=5, lease_seconds=5)
+    assert session() is first
+    other: list[object] = []
+    thread = threading.Thread(target=lambda: other.append(session()))
+    thread.start()
+    thread.join()
+    assert other[0] is not first
+    assert store.load([("achievement", "k1")])[("achievement", "k1")] is not None
+
+
+def test_a_shared_in_memory_sqlite_database_is_not_pinned() -> None:
+    """``:memory:`` is one connection every thread shares: nothing is pinned there."""
+    store = SqlWorkflowStore(sqlite_engine(":memory:"))
+    with store._lone() as a, store._lone() as b:
+        assert a is not b  # a fresh session (cursor) per call on the shared connection

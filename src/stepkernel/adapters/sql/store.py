@@ -24,7 +24,7 @@ from collections.abc import Callable, Collection, Iterable, Sequence
 from typing import Any, TypeVar
 
 from sqlalchemy import Engine, exc, select
-from sqlalchemy.pool import StaticPool
+from sqlalchemy.pool import QueuePool, StaticPool
 
 from stepkernel.adapters.decoded import DecodedRecords
 from stepkernel.adapters.sql.apply import (
@@ -35,7 +35,12 @@ from stepkernel.adapters.sql.apply import (
     name_conflict,
     single_params,
 )
-from stepkernel.adapters.sql.engine import pool_lock, sqlite_engine, switches_autocommit
+from stepkernel.adapters.sql.engine import (
+    autocommits_reads,
+    pool_lock,
+    sqlite_engine,
+    switches_autocommit,
+)
 from stepkernel.adapters.sql.listen import Listener, can_listen
 from stepkernel.adapters.sql.pinned import PinnedConnections
 from stepkernel.adapters.sql.races import ATTEMPTS, lost_race, pause, sqlstate
@@ -167,9 +172,13 @@ class SqlWorkflowStore(WorkflowStore):
         self._notify = notify and self._sql.notify is not None
         self._single = self._direct and self._sql.single and switches_autocommit(engine)
         self._listener = Listener(engine) if can_listen(engine) else None
-        self._pinned = PinnedConnections(engine) if self._single else None
         self._batched_rowcount = bool(engine.dialect.supports_sane_multi_rowcount)
         sqlite = engine.dialect.name == "sqlite"
+        # One connection per thread where the driver allows it (see .pinned); not on a
+        # one-connection pool (SQLite ":memory:"), which every thread shares.
+        ours = autocommits_reads(engine)  # sqlite_engine: driver autocommit, our BEGINs
+        pinnable = self._single or (self._direct and ours and isinstance(engine.pool, QueuePool))
+        self._pinned = PinnedConnections(engine) if pinnable else None
         lock = pool_lock(engine.pool) if sqlite else None
         shared = sqlite and isinstance(engine.pool, StaticPool)
         self._write_lock: contextlib.AbstractContextManager[Any] = (
@@ -235,7 +244,7 @@ class SqlWorkflowStore(WorkflowStore):
     def _read(self, *, atomic: bool) -> contextlib.AbstractContextManager[Session]:
         """A read transaction, or (``atomic=False``) none, for a lone statement."""
         if self._pinned is not None:
-            return self._pinned.transaction(atomic=atomic)
+            return self._pinned.transaction(atomic=atomic, read=True)
         return transaction(self._engine, direct=self._direct, read=True, atomic=atomic)
 
     def _lone(self) -> contextlib.AbstractContextManager[Session]:
