@@ -185,6 +185,31 @@ def test_lease_hands_out_the_earliest_due_first(stores: StoreFactory) -> None:
     assert store.lease(worker="w2", limit=10, lease_seconds=30) == []
 
 
+def test_the_lease_finds_its_rows_by_index_however_long_the_queue(
+    stores: StoreFactory,
+) -> None:
+    """The one-statement lease reads the due index and the primary key, never the whole
+    queue: its plan (generic, as a prepared statement runs it) has no sequential scan of
+    the messages, with 3,000 queued."""
+    store = stores()
+    now = SystemClock().now()
+    store.commit(
+        Commit(enqueue=[queued_message(f"m{i:05d}", at=now - i % 50) for i in range(3000)])
+    )
+    sql = store._sql.lease_one
+    assert sql is not None
+    with store.engine.connect() as conn:
+        conn.exec_driver_sql("ANALYZE sk_messages")
+        conn.exec_driver_sql("SET plan_cache_mode = force_generic_plan")
+        driver = conn.connection.driver_connection
+        assert driver is not None
+        with driver.cursor() as cursor:
+            cursor.execute("EXPLAIN " + sql, (now, 32, "w", now + 60, now + 60))
+            plan = "\n".join(str(row[0]) for row in cursor.fetchall())
+        conn.rollback()
+    assert "Seq Scan" not in plan, plan
+
+
 def test_a_corrupt_message_is_not_leased(stores: StoreFactory) -> None:
     """A leased message that does not decode raises :class:`CorruptRecordError` and
     leases nothing: the grant of the whole batch is undone."""

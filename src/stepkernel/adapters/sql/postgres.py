@@ -147,15 +147,21 @@ def lease_sql(dialect: Dialect) -> str:
     most ``LIMIT`` of them, rows another worker is leasing skipped (``FOR UPDATE SKIP
     LOCKED``), each granted (owner, lease end, ``due`` moved to the lease end, one more
     delivery) and returned as ``id, data, deliveries`` (after the grant) and the ``due``
-    it had, to sort on.  Parameters: now, limit, owner, lease end, lease end."""
+    it had, to sort on.  Parameters: now, limit, owner, lease end, lease end.
+
+    The granted rows are found by primary key (``id = ANY(ARRAY(...))``): an
+    ``UPDATE ... FROM picked`` join is planned as a hash join over a scan of the whole
+    queue, whose cost grows with the queue."""
     quote = dialect.identifier_preparer.quote
     m = quote(messages.name)
     id_, due, deliveries = quote("id"), quote("due"), quote("deliveries")
     return (
         f"WITH picked AS (SELECT {id_}, {due} FROM {m} WHERE {due} <= %s "
-        f"ORDER BY {due}, {id_} LIMIT %s FOR UPDATE SKIP LOCKED) "
-        f"UPDATE {m} AS g SET {quote('owner')} = %s, {quote('lease_until')} = %s, "
-        f"{due} = %s, {deliveries} = g.{deliveries} + 1 FROM picked "
-        f"WHERE g.{id_} = picked.{id_} "
-        f"RETURNING g.{id_}, g.{quote('data')}, g.{deliveries}, picked.{due}"
+        f"ORDER BY {due}, {id_} LIMIT %s FOR UPDATE SKIP LOCKED), "
+        f"granted AS (UPDATE {m} AS g SET {quote('owner')} = %s, "
+        f"{quote('lease_until')} = %s, {due} = %s, {deliveries} = g.{deliveries} + 1 "
+        f"WHERE g.{id_} = ANY(ARRAY(SELECT {id_} FROM picked)) "
+        f"RETURNING g.{id_}, g.{quote('data')}, g.{deliveries}) "
+        f"SELECT granted.{id_}, granted.{quote('data')}, granted.{deliveries}, picked.{due} "
+        f"FROM granted JOIN picked ON picked.{id_} = granted.{id_}"
     )
