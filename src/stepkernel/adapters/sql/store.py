@@ -90,7 +90,10 @@ class SqlWorkflowStore(WorkflowStore):
 
     On SQLite the store serialises its own write transactions per connection pool with an
     in-process lock (threads then never wait in SQLite's sleeping busy handler), and every
-    transaction when the pool is one shared connection (``:memory:``).
+    transaction when the pool is one shared connection (``:memory:``).  On a SQLite file
+    (:func:`sqlite_engine`) every thread keeps one connection
+    (:mod:`~stepkernel.adapters.sql.pinned`), so little but SQLite's own work happens
+    while the write lock is held.
 
     On PostgreSQL through psycopg a commit without guards that names every key once
     (the common one: a step's writes, acknowledgement and enqueued messages) is **one
