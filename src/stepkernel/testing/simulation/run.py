@@ -13,7 +13,6 @@ from typing import TYPE_CHECKING, Any
 from stepkernel.adapters.memory import InMemoryWorkflowStore
 from stepkernel.domain.errors import ConflictError, StepkernelError
 from stepkernel.domain.events import StepBodyRaised, StepBodyRan
-from stepkernel.domain.messages import MessageKind
 from stepkernel.domain.records import (
     ACTION,
     AchievementRecord,
@@ -24,6 +23,7 @@ from stepkernel.domain.records import (
 from stepkernel.domain.status import ActionStatus
 from stepkernel.ports.store import Commit, Delivery
 from stepkernel.runtime.app import App
+from stepkernel.runtime.prefetch import BatchRecords
 from stepkernel.testing.faults import SimulatedCrash
 from stepkernel.testing.invariants import CheckedStore, Invariants, Violation
 from stepkernel.testing.simulation.clock import SimClock
@@ -36,26 +36,10 @@ from stepkernel.testing.simulation.model import (
     Workload,
 )
 from stepkernel.testing.simulation.store import SimStore
+from stepkernel.testing.simulation.workers import SimWorker, run_key
 
 if TYPE_CHECKING:
     from stepkernel.testing.simulation.simulator import Simulation
-
-
-class _Worker:
-    __slots__ = ("alive", "holding", "incarnation", "index", "restart_at", "running", "skew")
-
-    def __init__(self, index: int, skew: float) -> None:
-        self.index = index
-        self.skew = skew
-        self.alive = True
-        self.incarnation = 1
-        self.restart_at = 0.0
-        self.running: BodyKey | None = None
-        self.holding: list[BodyKey] = []  # run messages leased and not handled yet
-
-    @property
-    def name(self) -> str:
-        return f"w{self.index}.{self.incarnation}"
 
 
 STRANDED_EVERY = 10
@@ -74,6 +58,10 @@ class _Run:
         self.seed = seed
         # Independent streams: cutting the safety phase never changes the workload.
         self.rng = random.Random(f"schedule:{seed}")
+        # Whether a batch is handled as Worker does it (records prefetched, kept current
+        # by the worker's own commits; see runtime.prefetch) or loaded message by
+        # message: a stream of its own, so adding it changed no other trajectory.
+        self.prefetching = random.Random(f"prefetch:{seed}")
         setup = random.Random(f"setup:{seed}")
         workload = sim.workload
         self.workload = workload if isinstance(workload, Workload) else workload(setup)
@@ -102,10 +90,10 @@ class _Run:
         self.app.engine.run_body = self._body  # type: ignore[method-assign]
         count = setup.randint(*sim.workers)
         self.workers = [
-            _Worker(i + 1, setup.choice((-20.0, -2.0, 2.0, 20.0)) if self.faults.skew else 0.0)
+            SimWorker(i + 1, setup.choice((-20.0, -2.0, 2.0, 20.0)) if self.faults.skew else 0.0)
             for i in range(count)
         ]
-        self.stack: list[_Worker] = []
+        self.stack: list[SimWorker] = []
         self.healed = False
         self.ledger = Ledger()
         self.coverage: Counter[str] = Counter()
@@ -138,14 +126,14 @@ class _Run:
         # Held from now on: a stall or hang before the worker handles them may let their
         # leases expire, and that counts against these attempts.
         if self.stack:
-            self.stack[-1].holding = [k for k in map(_run_key, deliveries) if k is not None]
+            self.stack[-1].holding = [k for k in map(run_key, deliveries) if k is not None]
 
     def batch(self, deliveries: list[Delivery]) -> list[Delivery]:
         if self.healed or not self.stack or not deliveries:
             return deliveries
         out: list[Delivery] = []
         for delivery in deliveries:
-            key = _run_key(delivery)
+            key = run_key(delivery)
             if self.rng.random() < self.faults.drop:
                 self.coverage["fault:drop"] += 1
                 if key is not None:
@@ -313,7 +301,7 @@ class _Run:
                 worker.alive = True
                 worker.incarnation += 1
 
-    def _interleave(self, *, exclude: _Worker) -> None:
+    def _interleave(self, *, exclude: SimWorker) -> None:
         """A stalled worker: others (not on the stack) run a little meanwhile."""
         others = [w for w in self.workers if w.alive and w is not exclude and w not in self.stack]
         for _ in range(self.rng.randint(1, 2)):
@@ -322,7 +310,7 @@ class _Run:
             self._work(self.rng.choice(others), limit=self.rng.randint(1, 2))
             others = [w for w in others if w.alive]
 
-    def _work(self, worker: _Worker, *, limit: int) -> int:
+    def _work(self, worker: SimWorker, *, limit: int) -> int:
         """*worker* leases up to *limit* messages and handles them; returns how many."""
         self.stack.append(worker)
         handled = 0
@@ -330,11 +318,21 @@ class _Run:
             batch = self.store.lease(
                 worker=worker.name, limit=limit, lease_seconds=self.sim.lease_seconds
             )
-            worker.holding = [k for k in map(_run_key, batch) if k is not None]
+            worker.holding = [k for k in map(run_key, batch) if k is not None]
+            known = None
+            if batch and self.prefetching.random() < 0.5:
+                # Served for up to a simulated second: stalls and other workers make
+                # these records stale, which only conflicts may reveal.
+                known = BatchRecords(self.store, max_age=1.0, clock=lambda: self.clock.true)
+                known.prefetch(d.message for d in batch)
+                self.coverage["prefetch:batch"] += 1
             for delivery in batch:
-                worker.running = _run_key(delivery)
+                worker.running = run_key(delivery)
                 try:
-                    self.app.engine.handle(delivery)
+                    saved = known.loads_saved if known is not None else 0
+                    self.app.engine.handle(delivery, known)
+                    if known is not None and known.loads_saved > saved:
+                        self.coverage["prefetch:load_saved"] += 1
                 except ConflictError:
                     self.coverage["conflict_gave_up"] += 1
                 except StepkernelError as exc:
@@ -352,7 +350,7 @@ class _Run:
             self.stack.pop()
         return handled
 
-    def _recover(self, worker: _Worker) -> None:
+    def _recover(self, worker: SimWorker) -> None:
         """*worker* runs the recovery sweep (as real workers do every few minutes)."""
         self.stack.append(worker)
         try:
@@ -477,13 +475,6 @@ class _Run:
 
     def _check_bodies(self) -> None:
         self.extra.extend(self.ledger.check_bodies(self._actions()))
-
-
-def _run_key(delivery: Delivery) -> BodyKey | None:
-    message = delivery.message
-    if message.kind is MessageKind.RUN:
-        return (message.action_id, message.step, message.attempt)
-    return None
 
 
 def _answer(answer: Any) -> tuple[str, Any]:
