@@ -155,7 +155,7 @@ class Engine:
             if message.kind is MessageKind.RUN:
                 decision = self._run_step(message, known)
             elif message.kind is MessageKind.AFTER:
-                return self._run_callbacks(delivery)
+                decision = self._run_callbacks(delivery)
             else:
                 preloaded = None if known is None else known.load(message_keys(message))
                 decision = self.apply(
