@@ -12,7 +12,7 @@ import pytest
 from stepkernel import ActionStatus, App, Registry
 from stepkernel.adapters.memory import InMemoryWorkflowStore
 from stepkernel.domain.records import Record, RecordKey
-from stepkernel.ports.store import WorkflowStore
+from stepkernel.ports.store import Delivery, WorkflowStore
 from stepkernel.runtime.prefetch import BatchRecords
 from stepkernel.testing.proxy import StoreProxy
 
@@ -76,6 +76,16 @@ def _handle_batch(app: App, known: BatchRecords | None) -> int:
     return len(batch)
 
 
+def _siblings_leased(store: CountingStore, box: int) -> tuple[App, str, list[Delivery]]:
+    """An app whose root (on ``Box(box)``) has fanned out, and its twenty children's
+    run messages leased as one batch."""
+    app = App(registry(), store)
+    root = app.invoke_later(Box(box), "fan").id
+    assert root is not None
+    _handle_batch(app, BatchRecords(store))
+    return app, root, app.store.lease(worker="w", limit=100, lease_seconds=60)
+
+
 def test_a_batch_of_siblings_reads_its_records_once(store: CountingStore) -> None:
     """The twenty children of one fan-out, leased together, run on records read in one
     load (their parent's kept current by each commit) instead of one load each, and the
@@ -101,11 +111,7 @@ def test_a_record_changed_by_another_writer_costs_a_conflict_not_an_error(
     the next commit on the shared parent conflict; the engine reloads, decides again,
     and every child still settles exactly once (each body ran once)."""
     BODIES.clear()
-    app = App(registry(), store)
-    root = app.invoke_later(Box(2), "fan").id
-    assert root is not None
-    _handle_batch(app, BatchRecords(store))
-    batch = app.store.lease(worker="w", limit=100, lease_seconds=60)
+    app, root, batch = _siblings_leased(store, 2)
     known = BatchRecords(store)
     known.prefetch(d.message for d in batch)
     app.engine.handle(batch[0])  # "another writer": no shared knowledge
@@ -140,11 +146,7 @@ def test_a_cancel_between_prefetch_and_use_wins(store: CountingStore) -> None:
     served was current when read) but its outcome is refused -- the action stays
     cancelled and no step of it is applied."""
     BODIES.clear()
-    app = App(registry(), store)
-    root = app.invoke_later(Box(4), "fan").id
-    assert root is not None
-    _handle_batch(app, BatchRecords(store))
-    batch = app.store.lease(worker="w", limit=100, lease_seconds=60)
+    app, _root, batch = _siblings_leased(store, 4)
     known = BatchRecords(store)
     known.prefetch(d.message for d in batch)
     victim = batch[5].message.action_id

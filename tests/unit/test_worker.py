@@ -164,6 +164,17 @@ def test_invoke_now_keeps_its_lease_while_a_long_body_runs() -> None:
     assert stolen == []
 
 
+def _runs_to_the_end(app: App, failure: str) -> None:
+    """Submit a three-step root and wait (at most 10 s) until the running worker has
+    finished it; *failure* says what it means if it does not."""
+    root = app.invoke_later(Box(1), "three").id
+    assert root is not None
+    deadline = time.monotonic() + 10
+    while app.get(root).status is not ActionStatus.SUCCEEDED:
+        assert time.monotonic() < deadline, failure
+        time.sleep(0.01)
+
+
 class _FailsOnceWhenIdle(StoreProxy):
     """Forwards to *inner*; the first call of *operation* (an idle worker's
     ``next_due`` or ``wait_for_work``) raises :class:`StoreUnavailableError`, as after
@@ -197,12 +208,7 @@ def test_a_store_error_while_idle_does_not_end_the_worker_thread(operation: str)
     app = App(registry(), store)
     with app.worker(threads=1, poll=0.01, recover_every=None):
         assert store.failed.wait(10)
-        root = app.invoke_later(Box(1), "three").id
-        assert root is not None
-        deadline = time.monotonic() + 10
-        while app.get(root).status is not ActionStatus.SUCCEEDED:
-            assert time.monotonic() < deadline, "the worker thread stopped leasing"
-            time.sleep(0.01)
+        _runs_to_the_end(app, "the worker thread stopped leasing")
 
 
 class _DataLost(StoreProxy):
@@ -235,9 +241,4 @@ def test_a_failing_store_is_retried_with_backoff_and_work_resumes() -> None:
         # Without backoff: ~60 attempts in 0.6 s; with it: 0.01, 0.02, 0.04 ... -> ~6.
         assert 2 <= store.leases <= 10
         store.restored.set()
-        root = app.invoke_later(Box(1), "three").id
-        assert root is not None
-        deadline = time.monotonic() + 10
-        while app.get(root).status is not ActionStatus.SUCCEEDED:
-            assert time.monotonic() < deadline, "the worker thread never leased again"
-            time.sleep(0.01)
+        _runs_to_the_end(app, "the worker thread never leased again")
