@@ -156,3 +156,30 @@ def test_a_cancel_between_prefetch_and_use_wins(store: CountingStore) -> None:
     record = app.get(victim)
     assert record.status is ActionStatus.CANCELLED
     assert all(s.status.value != "succeeded" for s in record.steps)
+
+
+def test_an_unreadable_record_in_a_batch_fails_only_its_own_action(tmp_path: Path) -> None:
+    """A batch whose prefetch meets a stored record that does not decode is handled
+    message by message: that action is quarantined (failed), the others of the batch
+    run to the end, and the worker's threads live on."""
+    import sqlalchemy
+
+    from stepkernel.adapters.sql.schema import records
+
+    store = _sqlite(tmp_path)
+    app = App(registry(), store)
+    roots = [app.invoke_later(Box(10 + i), "leaf").id for i in range(5)]
+    assert all(roots)
+    engine = store.engine  # type: ignore[attr-defined]
+    with engine.begin() as conn:
+        conn.execute(
+            sqlalchemy.update(records)
+            .where(records.c.kind == "action", records.c.key == roots[2])
+            .values(data="{not json")
+        )
+    with app.worker(threads=2, poll=0.01, recover_every=None) as worker:
+        assert worker.wait_idle(timeout=20)
+        assert all(t.is_alive() for t in worker._loops)
+    statuses = [app.get(str(r)).status for r in roots]
+    assert statuses.pop(2) is ActionStatus.FAILED
+    assert statuses == [ActionStatus.SUCCEEDED] * 4

@@ -18,16 +18,18 @@ only served while it is younger than ``max_age`` seconds; older ones are loaded 
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Callable, Collection, Iterable
 
-from stepkernel.domain.errors import StoreUnavailableError
 from stepkernel.domain.messages import Message, MessageKind
 from stepkernel.domain.records import ACTION, Record, RecordKey, key_of
 from stepkernel.domain.view import Decision
 from stepkernel.ports.store import WorkflowStore
 
 __all__ = ["MAX_AGE", "BatchRecords", "message_keys"]
+
+log = logging.getLogger("stepkernel.worker")
 
 MAX_AGE = 0.5
 """Seconds a record read or written during a batch is served without loading it again."""
@@ -61,14 +63,24 @@ class BatchRecords:
         self.loads_saved = 0
 
     def prefetch(self, messages: Iterable[Message]) -> None:
-        """Read every record *messages* will need, in one load.  A store that fails
-        here is not an error: each message then loads its own records."""
-        keys = list(dict.fromkeys(k for m in messages for k in message_keys(m)))
+        """Read every record *messages* will need, in one load (after-callback messages
+        excepted: their handler reads its action afresh before running user code).
+
+        Never raises: when the load fails -- the store unavailable, or one stored record
+        that does not decode (:class:`CorruptRecordError`) -- nothing is known and each
+        message loads its own records, so the one concerned is quarantined by the engine
+        and the rest of the batch runs."""
+        keys = list(
+            dict.fromkeys(
+                k for m in messages if m.kind is not MessageKind.AFTER for k in message_keys(m)
+            )
+        )
         if not keys:
             return
         try:
             self._remember(self.store.load(keys))
-        except StoreUnavailableError:
+        except Exception as exc:
+            log.debug("prefetch failed (%s: %s); loading per message", type(exc).__name__, exc)
             self._known.clear()
 
     def load(self, keys: Collection[RecordKey]) -> dict[RecordKey, Record | None]:

@@ -195,7 +195,11 @@ class Worker:
                 self._stop.wait(max(self._backoff(failures, retryable=True), 1.0))
                 continue
             failures = 0
-            self._run_batch(worker, batch)
+            try:
+                self._run_batch(worker, batch)
+            except Exception:  # not from user code (_process catches those): keep going
+                log.exception("worker %s: handling a batch failed; leasing again", worker)
+                self._stop.wait(max(self.poll, 1.0))
 
     def _backoff(self, failures: int, *, retryable: bool) -> float:
         """How long a loop thread waits after *failures* failed rounds in a row: ``poll``,
@@ -210,8 +214,9 @@ class Worker:
         :meth:`stop`, release the leases of the messages not started."""
         store = self.app.store
         held = [d.message.id for d in batch]
+        self._inflight[worker] = frozenset(held)  # the heartbeat covers the prefetch too
         known = BatchRecords(store)  # the batch's records: one load, kept current
-        known.prefetch(d.message for d in batch)
+        known.prefetch(d.message for d in batch)  # never raises: see BatchRecords
         try:
             for position, delivery in enumerate(batch):
                 if self._stop.is_set():
