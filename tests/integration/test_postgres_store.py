@@ -210,6 +210,24 @@ def test_the_lease_finds_its_rows_by_index_however_long_the_queue(
     assert "Seq Scan" not in plan, plan
 
 
+def test_leasing_without_the_direct_path_runs_in_a_transaction(
+    stores: StoreFactory, postgres_url: str
+) -> None:
+    """A store told not to run statements on the raw cursor (``direct=False``) leases
+    through the general transaction, not the autocommit one-statement lease: a leased
+    message is granted and is not handed out twice."""
+    stores()  # empties the tables
+    store = SqlWorkflowStore(server_engine(postgres_url, pool_size=2), direct=False)
+    try:
+        now = SystemClock().now()
+        store.commit(Commit(enqueue=[queued_message("m1", at=now - 1)]))
+        got = store.lease(worker="w1", limit=5, lease_seconds=30)
+        assert [d.message.id for d in got] == ["m1"]
+        assert store.lease(worker="w2", limit=5, lease_seconds=30) == []
+    finally:
+        dispose(store)
+
+
 def test_a_corrupt_message_is_not_leased(stores: StoreFactory) -> None:
     """A leased message that does not decode raises :class:`CorruptRecordError` and
     leases nothing: the grant of the whole batch is undone."""

@@ -352,7 +352,7 @@ class SqlWorkflowStore(WorkflowStore):
             self._listener.drain()  # before the SELECT: see Listener.drain
         now = float(self.clock.now())
         until = now + lease_seconds
-        if ids is None and self._sql.lease_one is not None:
+        if ids is None and self._single:  # psycopg, direct, in autocommit (see _lone)
             return self._lease_one(worker, limit, now, until)
 
         def attempt() -> list[Delivery]:
