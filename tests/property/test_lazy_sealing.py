@@ -3,6 +3,8 @@ when first read, and stores never keep the versions a record succeeds."""
 
 from __future__ import annotations
 
+from typing import Any
+
 import attrs
 import pytest
 from hypothesis import given
@@ -89,3 +91,51 @@ def test_records_refuse_lists_where_tuples_and_sets_belong() -> None:
             concurrency_key="c",
             checksum_key="c",
         )
+
+
+def _read_digest(start: Any, record: Record) -> None:
+    start.wait()
+    _ = record.digest
+
+
+def test_threads_settling_overlapping_chains_agree_with_eager_sealing() -> None:
+    """Several threads reading the digests of overlapping unsettled chains at once (a
+    store's commit and a journal, say) all get what eager sealing gives: no thread
+    mistakes a version another one just settled for a first version."""
+    import sys
+    import threading
+
+    previous = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)  # switch threads as often as possible
+    try:
+        for trial in range(150):
+            eager = [
+                seal(LaneRecord(key="L", holder="a0"), version=1, prev_digest="", event_id="e0")
+            ]
+            lazy: list[Record] = [
+                seal_lazily(LaneRecord(key="L", holder="a0"), base=None, event_id="e0")
+            ]
+            for i in range(1, 8):
+                eager.append(
+                    seal(
+                        LaneRecord(key="L", holder=f"a{i}"),
+                        version=i + 1,
+                        prev_digest=eager[-1].digest,
+                        event_id=f"e{i}",
+                    )
+                )
+                lazy.append(
+                    seal_lazily(evolve(lazy[-1], holder=f"a{i}"), base=lazy[-1], event_id=f"e{i}")
+                )
+            start = threading.Barrier(3)
+            threads = [
+                threading.Thread(target=_read_digest, args=(start, lazy[i])) for i in (3, 5, 7)
+            ]
+            for thread in threads:
+                thread.start()
+            for thread in threads:
+                thread.join()
+            got = [(r.prev_digest, r.digest) for r in lazy]
+            assert got == [(r.prev_digest, r.digest) for r in eager], f"trial {trial}"
+    finally:
+        sys.setswitchinterval(previous)

@@ -164,15 +164,24 @@ def seal_lazily(record: Record, *, base: Record | None, event_id: str) -> Record
 
 def settle_digest(record: Chained) -> None:
     """Compute the digest of a lazily sealed *record* (and of every unsettled version
-    it chains from, oldest first -- iteratively, so long chains are fine)."""
-    chain: list[Chained] = []
+    it chains from, oldest first -- iteratively, so long chains are fine).
+
+    Thread-safe: several threads may settle overlapping chains at once (a store's
+    commit and a journal reading the same versions).  Each records the base of every
+    version as it walks, and computes from those: a version another thread settles
+    meanwhile gets the same values (they are deterministic), and a version is marked
+    settled (``_base`` cleared) only after its digest is written, so a walker that finds
+    a version settled reads a digest that is already there."""
+    chain: list[tuple[Chained, object]] = []
     current: object = record
-    while isinstance(current, Chained) and current._base is not None:
-        chain.append(current)
-        current = current._base
+    while isinstance(current, Chained):
+        base = current._base
+        if base is None:
+            break
+        chain.append((current, base))
+        current = base
     setattr_ = object.__setattr__
-    for version in reversed(chain):
-        base = version._base
+    for version, base in reversed(chain):
         prev = base._digest if isinstance(base, Chained) else ""
         text = _dumps(state_list(version))  # type: ignore[arg-type]
         setattr_(version, "_prev_digest", prev)
