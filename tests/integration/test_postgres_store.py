@@ -288,6 +288,69 @@ def test_threads_beyond_the_pin_limit_check_out_per_call(stores: StoreFactory) -
     assert results[1] == []
 
 
+def test_threads_starting_together_never_pin_more_than_the_limit(postgres_url: str) -> None:
+    """Twelve threads making their first call at once take at most the pool's size of
+    pins (here 2 of 4 connections): another thread still gets a connection at once
+    instead of waiting for the pool's timeout."""
+    store = SqlWorkflowStore(server_engine(postgres_url, pool_size=2, pool_timeout=2))
+    pinned = store._pinned
+    assert pinned is not None
+    start, done = threading.Barrier(13), threading.Event()
+
+    def hold() -> None:
+        start.wait()
+        store.load([(ACHIEVEMENT, "k")])
+        done.wait(20)  # keep this thread (and any pin it took) alive
+
+    threads = [threading.Thread(target=hold) for _ in range(12)]
+    try:
+        for thread in threads:
+            thread.start()
+        start.wait()
+        time.sleep(0.3)
+        assert pinned._held <= 2
+        store.load([(ACHIEVEMENT, "k")])  # would wait 2 s and fail if pins took all 4
+    finally:
+        done.set()
+        for thread in threads:
+            thread.join()
+        dispose(store)
+
+
+def test_a_pinned_transaction_runs_at_the_engines_isolation_level(postgres_url: str) -> None:
+    """A transaction opened by hand on a pinned autocommit connection uses the level
+    the engine gives its connections, as psycopg's own transactions would."""
+    store = SqlWorkflowStore(
+        server_engine(postgres_url, pool_size=2, isolation_level="REPEATABLE READ")
+    )
+    try:
+        with store._write() as session:
+            assert isinstance(session, DirectSession)
+            ((level,),) = session.fetch("SHOW transaction_isolation", ())
+        assert level == "repeatable read"
+        with store._write() as session:  # what opened it
+            assert isinstance(session, DirectSession)
+            assert session.begin_sql == "BEGIN ISOLATION LEVEL REPEATABLE READ"
+    finally:
+        dispose(store)
+
+
+def test_closing_the_store_returns_a_pin_in_use_when_its_call_ends(postgres_url: str) -> None:
+    """``close()`` during a call on a pinned connection does not pull it from under the
+    call; the connection goes back to the pool when the call ends."""
+    store = SqlWorkflowStore(server_engine(postgres_url, pool_size=2))
+    pool: Any = store.engine.pool
+    try:
+        with store._write() as session:
+            assert isinstance(session, DirectSession)
+            store.close()
+            assert session.fetch("SELECT 1", ()) == [(1,)]  # still usable mid-call
+            assert pool.checkedout() == 1
+        assert pool.checkedout() == 0
+    finally:
+        store.engine.dispose()
+
+
 def test_a_terminated_pinned_connection_is_replaced(stores: StoreFactory) -> None:
     """When the server terminates a thread's pinned backend, that call fails with
     :class:`StoreUnavailableError` and the next one runs on a fresh connection."""

@@ -20,8 +20,13 @@ IMMEDIATE`` for writes, a deferred ``BEGIN`` for reads), which on SQLite takes t
 write lock only when it is needed.
 
 At most ``limit`` threads hold a pin at once (by default the pool's size, so pins never
-take its overflow); any further thread -- say one of an application's many request
-threads -- checks a connection out per call, as without pinning.
+take its overflow: the heartbeat and the recovery sweep always find a connection); any
+further thread -- say one of an application's many request threads -- checks a
+connection out per call, as without pinning.  A psycopg transaction opens with the
+isolation level the engine gives its connections (``READ COMMITTED`` from
+:func:`~stepkernel.adapters.sql.server.server_engine`), as the pooled path would.  After
+:meth:`PinnedConnections.close`, idle pins go back to the pool at once and pins in use
+when their call ends; calls still running then check out per call.
 """
 
 from __future__ import annotations
@@ -29,7 +34,7 @@ from __future__ import annotations
 import contextlib
 import threading
 import weakref
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from sqlalchemy import Engine, exc
@@ -41,14 +46,25 @@ __all__ = ["PinnedConnections"]
 
 
 class _Pin:
-    """One thread's connection and its session (cursor)."""
+    """One thread's connection and its session (cursor).  ``busy`` while a call runs on
+    it; ``doomed`` when the store closed meanwhile (released when the call ends)."""
 
-    __slots__ = ("__weakref__", "raw", "session", "switched")
+    __slots__ = ("__weakref__", "busy", "doomed", "on_release", "raw", "session", "switched")
 
-    def __init__(self, raw: Any, session: DirectSession, *, switched: bool) -> None:
+    def __init__(
+        self,
+        raw: Any,
+        session: DirectSession,
+        *,
+        switched: bool,
+        on_release: Callable[[], None],
+    ) -> None:
         self.raw: Any = raw
         self.session = session
         self.switched = switched  # put in driver autocommit by us (psycopg)
+        self.on_release = on_release
+        self.busy = False
+        self.doomed = False
 
     @property
     def usable(self) -> bool:
@@ -59,7 +75,7 @@ class _Pin:
 
     def release(self) -> None:
         """Give the connection back to the pool (autocommit off again if we switched
-        it on), or drop it if broken."""
+        it on), or drop it if broken; free its slot."""
         raw, self.raw = self.raw, None
         if raw is None:
             return
@@ -72,14 +88,30 @@ class _Pin:
                 raw.invalidate()
         with contextlib.suppress(Exception):
             raw.close()
+        self.on_release()
 
     def __del__(self) -> None:  # the thread ended: its thread-local storage is gone
         with contextlib.suppress(Exception):
             self.release()
 
 
+_LEVELS = {
+    "READ_UNCOMMITTED": "READ UNCOMMITTED",
+    "READ_COMMITTED": "READ COMMITTED",
+    "REPEATABLE_READ": "REPEATABLE READ",
+    "SERIALIZABLE": "SERIALIZABLE",
+}
+
+
+def _begin_sql(driver: Any) -> str:
+    """``BEGIN`` at the isolation level the engine set on this psycopg connection (it
+    applies it to the transactions psycopg opens itself; ours are opened by hand)."""
+    level = getattr(getattr(driver, "isolation_level", None), "name", None)
+    return f"BEGIN ISOLATION LEVEL {_LEVELS[level]}" if level in _LEVELS else "BEGIN"
+
+
 class PinnedConnections:
-    """Per-thread connections of *engine* (psycopg 3; see module)."""
+    """Per-thread connections of *engine* (see module)."""
 
     def __init__(self, engine: Engine, *, limit: int | None = None) -> None:
         self._engine = engine
@@ -90,19 +122,35 @@ class PinnedConnections:
         self.limit = limit if limit is not None else (size() if callable(size) else 8)
         self._local = threading.local()
         self._pins: weakref.WeakSet[_Pin] = weakref.WeakSet()
-        self._lock = threading.Lock()
+        self._held = 0  # pins held or being made (a slot is taken before connecting)
+        # Reentrant: a pin's __del__ (which frees its slot) may run inside a garbage
+        # collection triggered while this very thread holds the lock.
+        self._lock = threading.RLock()
+        self._closed = False
         self._dbapi_error: type[Exception] = engine.dialect.loaded_dbapi.Error
+
+    def _free_slot(self) -> None:
+        with self._lock:
+            self._held -= 1
 
     def _pin(self) -> _Pin | None:
         pin: _Pin | None = getattr(self._local, "pin", None)
-        if pin is not None and pin.usable:
+        if pin is not None and pin.usable and not pin.doomed:
             return pin
         if pin is not None:
             pin.release()
             self._local.pin = None
         with self._lock:
-            if sum(1 for held in self._pins if held.raw is not None) >= self.limit:
-                return None  # enough threads hold pins: this one checks out per call
+            if self._closed or self._held >= self.limit:
+                return None  # closed, or enough threads hold pins: check out per call
+            self._held += 1  # taken now, so threads starting together cannot overshoot
+        try:
+            return self._connect()
+        except BaseException:
+            self._free_slot()
+            raise
+
+    def _connect(self) -> _Pin:
         try:
             raw = self._engine.raw_connection()
         except self._dbapi_error as error:
@@ -119,12 +167,13 @@ class PinnedConnections:
             driver: Any = raw.driver_connection
             try:
                 driver.autocommit = True
+                session.begin_sql = _begin_sql(driver)
             except self._dbapi_error as error:
                 failure = session.wrap(error, "SET autocommit", None)
                 session.close()
                 raw.close()
                 raise failure from error
-        pin = _Pin(raw, session, switched=self._switch)
+        pin = _Pin(raw, session, switched=self._switch, on_release=self._free_slot)
         self._local.pin = pin
         with self._lock:
             self._pins.add(pin)
@@ -136,6 +185,11 @@ class PinnedConnections:
         read transaction, see :func:`~stepkernel.adapters.sql.engine.begin`), else each
         statement on its own.  Rolled back (atomic) if the block raises."""
         pin = self._pin()
+        if pin is not None:
+            pin.busy = True
+            if self._closed:  # closed between _pin() and now: close() may release it
+                pin.busy = False
+                pin = None
         if pin is None:
             with transaction(self._engine, direct=True, read=read, atomic=atomic) as fallback:
                 assert isinstance(fallback, DirectSession)
@@ -146,7 +200,7 @@ class PinnedConnections:
         try:
             if atomic:
                 if self._switch:
-                    session.execute("BEGIN", ())
+                    session.execute(session.begin_sql, ())
                 else:
                     try:
                         begin(engine, pin.raw, read=read)
@@ -174,12 +228,20 @@ class PinnedConnections:
                 pin.release()
                 self._local.pin = None
             raise
+        finally:
+            pin.busy = False
+            if pin.doomed:
+                pin.release()
+                self._local.pin = None
 
     def close(self) -> None:
-        """Give every pinned connection back to the pool (the store is closing; no
-        thread may use them any more)."""
+        """The store is closing: give idle pins back to the pool now, pins in use when
+        their call ends; from now on every call checks out per call."""
         with self._lock:
+            self._closed = True
             pins = list(self._pins)
-            self._pins = weakref.WeakSet()
         for pin in pins:
-            pin.release()
+            if pin.busy:
+                pin.doomed = True
+            else:
+                pin.release()
