@@ -82,6 +82,7 @@ class Engine:
         self.rng = rng or random.Random()
         self._rng_lock = threading.Lock()
         self.conflicts = 0
+        self._thread = threading.local()  # per thread: conflicts met (see handle)
         self.transitions = 0
         self.journal: Callable[[Entry], None] | None = None
         """Called with every committed event (see :mod:`stepkernel.domain.replay`); in
@@ -130,6 +131,7 @@ class Engine:
                 store.commit(commit)
             except ConflictError:
                 self.conflicts += 1
+                self._thread.conflicts = getattr(self._thread, "conflicts", 0) + 1
                 view = store.load(list(view))
                 continue
             self.transitions += 1
@@ -150,7 +152,7 @@ class Engine:
         :mod:`stepkernel.runtime.prefetch`), read from and kept current; ``None`` loads
         what the message needs from the store."""
         message = delivery.message
-        conflicts = self.conflicts
+        conflicts = getattr(self._thread, "conflicts", 0)  # this thread's, not all threads'
         try:
             if message.kind is MessageKind.RUN:
                 decision = self._run_step(message, known)
@@ -171,7 +173,7 @@ class Engine:
                 known.forget()
             raise
         if known is not None:
-            if self.conflicts != conflicts:
+            if getattr(self._thread, "conflicts", 0) != conflicts:
                 # Another writer moved records this message read: read them afresh next
                 # time (what this commit wrote is current either way).
                 known.forget(message_keys(message))
