@@ -45,13 +45,15 @@ from sqlalchemy.engine import Dialect
 
 from stepkernel.adapters.sql.postgres import SingleShape, lease_sql, single_commit_sql
 from stepkernel.adapters.sql.schema import NOTIFY_CHANNEL, messages, records
-from stepkernel.domain.records import RecordKey
+from stepkernel.domain.records import ACTION, RecordKey
+from stepkernel.ports.store import ActionQuery
 
 __all__ = [
     "CHUNK",
     "KeyGroups",
     "Prepared",
     "Statements",
+    "actions_query",
     "chunks",
     "group_keys",
 ]
@@ -423,3 +425,24 @@ def _insert_if_absent(
     if name in ("mysql", "mariadb"):
         return table.insert().prefix_with("IGNORE"), True
     return table.insert(), False
+
+
+def actions_query(query: ActionQuery) -> Select[Any]:
+    """``SELECT key, version, data`` of the actions matching *query* through the indexed
+    columns, ordered by ``created_at`` then key (built per call: filters vary)."""
+    r = records
+    stmt = select(r.c.key, r.c.version, r.c.data).where(r.c.kind == ACTION)
+    if query.root_id is not None:
+        stmt = stmt.where(r.c.root_id == query.root_id)
+    if query.statuses is not None:
+        stmt = stmt.where(r.c.status.in_(sorted(s.value for s in query.statuses)))
+    if query.actor_type is not None:
+        stmt = stmt.where(r.c.actor_type == query.actor_type)
+    if query.actor_key is not None:
+        stmt = stmt.where(r.c.actor_key == query.actor_key)
+    if query.name is not None:
+        stmt = stmt.where(r.c.name == query.name)
+    stmt = stmt.order_by(r.c.created_at, r.c.key)
+    if query.limit is not None:
+        stmt = stmt.limit(max(query.limit, 0))
+    return stmt

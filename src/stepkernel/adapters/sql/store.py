@@ -23,7 +23,7 @@ import threading
 from collections.abc import Callable, Collection, Iterable, Sequence
 from typing import Any, TypeVar
 
-from sqlalchemy import Engine, exc, select
+from sqlalchemy import Engine, exc
 from sqlalchemy.pool import QueuePool, StaticPool
 
 from stepkernel.adapters.decoded import DecodedRecords
@@ -41,13 +41,14 @@ from stepkernel.adapters.sql.engine import (
     sqlite_engine,
     switches_autocommit,
 )
+from stepkernel.adapters.sql.leasing import Row, deliveries, pick, pick_and_grant
 from stepkernel.adapters.sql.listen import Listener, can_listen
 from stepkernel.adapters.sql.pinned import PinnedConnections
 from stepkernel.adapters.sql.races import ATTEMPTS, lost_race, pause, sqlstate
 from stepkernel.adapters.sql.rows import CommitPlan
-from stepkernel.adapters.sql.schema import create_schema, records
+from stepkernel.adapters.sql.schema import create_schema
 from stepkernel.adapters.sql.session import DirectSession, Session, core_rows, transaction
-from stepkernel.adapters.sql.statements import CHUNK, Statements, chunks, group_keys
+from stepkernel.adapters.sql.statements import CHUNK, Statements, actions_query, chunks, group_keys
 from stepkernel.domain.encoding import decode_message, decode_record
 from stepkernel.domain.errors import ConflictError, CorruptRecordError, StoreUnavailableError
 from stepkernel.domain.messages import Message
@@ -357,24 +358,9 @@ class SqlWorkflowStore(WorkflowStore):
 
         def attempt() -> list[Delivery]:
             with self._write_lock, self._write() as session:
-                if ids is None:
-                    rows = [
-                        (message_id, data, int(deliveries))
-                        for message_id, data, deliveries in session.rows(
-                            self._sql.due, {"now": now, "lim": limit}
-                        )
-                    ]
-                else:
-                    rows = self._leasable_by_ids(session, list(dict.fromkeys(ids)), now, limit)
+                rows = pick(session, self._sql, ids, now, limit)
                 # Decoded before granting: a corrupt message leases nothing.
-                out = [
-                    Delivery(
-                        message=decode_message(message_id, data),
-                        deliveries=deliveries + 1,
-                        lease_until=until,
-                    )
-                    for message_id, data, deliveries in rows
-                ]
+                out = deliveries([(i, data, n + 1) for i, data, n in rows], until)
                 if rows:
                     grants = [{"b_id": row[0], "u_owner": worker, "u_until": until} for row in rows]
                     session.run_many(self._sql.grant, grants)
@@ -389,42 +375,20 @@ class SqlWorkflowStore(WorkflowStore):
         sql = self._sql.lease_one
         assert sql is not None
 
-        def attempt() -> list[tuple[Any, ...]]:
+        def attempt() -> list[Row]:
             with self._lone() as session:
                 assert isinstance(session, DirectSession)
-                return [
-                    tuple(row) for row in session.fetch(sql, (now, limit, worker, until, until))
-                ]
+                return pick_and_grant(
+                    session, sql, worker=worker, limit=limit, now=now, until=until
+                )
 
         rows = self._retrying("lease", attempt)
-        rows.sort(key=lambda row: (row[3], row[0]))  # as picked: due, then id
         try:
-            return [
-                Delivery(
-                    message=decode_message(message_id, data),
-                    deliveries=int(deliveries),
-                    lease_until=until,
-                )
-                for message_id, data, deliveries, _due in rows
-            ]
+            return deliveries(rows, until)
         except CorruptRecordError:
             undo = [{"b_id": row[0], "b_owner": worker} for row in rows]
             self._write_many("lease", self._sql.ungrant, undo)
             raise
-
-    def _leasable_by_ids(
-        self, session: Session, wanted: list[str], now: float, limit: int
-    ) -> list[tuple[str, str, int]]:
-        found: dict[str, tuple[str, str, int]] = {}
-        for chunk in chunks(wanted):
-            prepared, params = self._sql.messages_by_id(chunk, lease=True)
-            for message_id, data, deliveries, available_at, owner, lease_until in session.rows(
-                prepared, params
-            ):
-                if float(available_at) > now or (owner is not None and float(lease_until) > now):
-                    continue
-                found[message_id] = (message_id, data, int(deliveries))
-        return [found[i] for i in wanted if i in found][:limit]
 
     def ack(self, ids: Iterable[str]) -> None:
         """Delete the messages *ids*; unknown ids are ignored."""
@@ -486,21 +450,7 @@ class SqlWorkflowStore(WorkflowStore):
     def find_actions(self, query: ActionQuery) -> list[ActionRecord]:
         """Actions matching *query* via the indexed columns, by ``created_at`` then id."""
         self._check_open()
-        r = records
-        stmt = select(r.c.key, r.c.version, r.c.data).where(r.c.kind == ACTION)
-        if query.root_id is not None:
-            stmt = stmt.where(r.c.root_id == query.root_id)
-        if query.statuses is not None:
-            stmt = stmt.where(r.c.status.in_(sorted(s.value for s in query.statuses)))
-        if query.actor_type is not None:
-            stmt = stmt.where(r.c.actor_type == query.actor_type)
-        if query.actor_key is not None:
-            stmt = stmt.where(r.c.actor_key == query.actor_key)
-        if query.name is not None:
-            stmt = stmt.where(r.c.name == query.name)
-        stmt = stmt.order_by(r.c.created_at, r.c.key)
-        if query.limit is not None:
-            stmt = stmt.limit(max(query.limit, 0))
+        stmt = actions_query(query)
         try:
             with self._read_lock:
                 rows = core_rows(self._engine, stmt)
