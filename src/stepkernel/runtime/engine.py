@@ -82,7 +82,6 @@ class Engine:
         self.rng = rng or random.Random()
         self._rng_lock = threading.Lock()
         self.conflicts = 0
-        self._thread = threading.local()  # per thread: conflicts met (see handle)
         self.transitions = 0
         self.journal: Callable[[Entry], None] | None = None
         """Called with every committed event (see :mod:`stepkernel.domain.replay`); in
@@ -97,11 +96,13 @@ class Engine:
         *,
         ack: Iterable[str] = (),
         preloaded: Mapping[RecordKey, Record | None] | None = None,
+        known: BatchRecords | None = None,
     ) -> Decision:
         """Decide *event* and commit the decision (acknowledging *ack* with it).
 
-        Loads what the kernel asks for; on a version conflict reloads and decides again.
-        Raises what the kernel raises for misuse (e.g. :class:`CompletionError`).
+        Loads what the kernel asks for; on a version conflict reloads and decides again
+        (and tells *known*, the batch's records, what it reloaded).  Raises what the
+        kernel raises for misuse (e.g. :class:`CompletionError`).
         """
         store = self.store
         view: dict[RecordKey, Record | None] = dict(preloaded) if preloaded else {}
@@ -131,8 +132,9 @@ class Engine:
                 store.commit(commit)
             except ConflictError:
                 self.conflicts += 1
-                self._thread.conflicts = getattr(self._thread, "conflicts", 0) + 1
                 view = store.load(list(view))
+                if known is not None:
+                    known.remember(view)
                 continue
             self.transitions += 1
             if self.journal is not None:
@@ -152,7 +154,6 @@ class Engine:
         :mod:`stepkernel.runtime.prefetch`), read from and kept current; ``None`` loads
         what the message needs from the store."""
         message = delivery.message
-        conflicts = getattr(self._thread, "conflicts", 0)  # this thread's, not all threads'
         try:
             if message.kind is MessageKind.RUN:
                 decision = self._run_step(message, known)
@@ -161,7 +162,7 @@ class Engine:
             else:
                 preloaded = None if known is None else known.load(message_keys(message))
                 decision = self.apply(
-                    MessageDelivered(message), ack=(message.id,), preloaded=preloaded
+                    MessageDelivered(message), ack=(message.id,), preloaded=preloaded, known=known
                 )
         except CorruptRecordError as exc:
             if known is not None:
@@ -173,10 +174,6 @@ class Engine:
                 known.forget()
             raise
         if known is not None:
-            if getattr(self._thread, "conflicts", 0) != conflicts:
-                # Another writer moved records this message read: read them afresh next
-                # time (what this commit wrote is current either way).
-                known.forget(message_keys(message))
             known.committed(decision)
         return decision
 
@@ -236,7 +233,7 @@ class Engine:
             self.store.ack((message.id,))
             return Decision(outcome="stale")
         event = self.run_body(record)
-        return self.apply(event, ack=(message.id,), preloaded=loaded)
+        return self.apply(event, ack=(message.id,), preloaded=loaded, known=known)
 
     def run_body(self, record: ActionRecord) -> StepBodyRan | StepBodyRaised:
         """Run the current step's body for *record* and describe the outcome as an event."""

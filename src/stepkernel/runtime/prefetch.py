@@ -10,8 +10,8 @@ reading it twenty times.
 
 Correctness never rests on these records being current: every commit checks the
 versions it read, and a record another process changed meanwhile costs a conflict and a
-fresh load (:meth:`stepkernel.runtime.engine.Engine.apply`), exactly as when it changes
-between a load and a commit today.  What staleness could cost is a step body run for a
+fresh load (:meth:`stepkernel.runtime.engine.Engine.apply`, which hands what it reloads
+back here), exactly as when it changes between a load and a commit.  What staleness could cost is a step body run for a
 step that was cancelled in the meantime (its commit then refuses it), so a record is
 only served while it is younger than ``max_age`` seconds; older ones are loaded again.
 """
@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Collection, Iterable
+from collections.abc import Callable, Collection, Iterable, Mapping
 
 from stepkernel.domain.messages import Message, MessageKind
 from stepkernel.domain.records import ACTION, Record, RecordKey, key_of
@@ -78,7 +78,7 @@ class BatchRecords:
         if not keys:
             return
         try:
-            self._remember(self.store.load(keys))
+            self.remember(self.store.load(keys))
         except Exception as exc:
             log.debug("prefetch failed (%s: %s); loading per message", type(exc).__name__, exc)
             self._known.clear()
@@ -97,7 +97,7 @@ class BatchRecords:
                 missing.append(key)
         if missing:
             loaded = self.store.load(missing)
-            self._remember(loaded)
+            self.remember(loaded)
             found.update(loaded)
         else:
             self.loads_saved += 1
@@ -112,15 +112,16 @@ class BatchRecords:
             self._known[tomb.key] = (None, now)
 
     def forget(self, keys: Iterable[RecordKey] | None = None) -> None:
-        """Drop what is known of *keys* (``None``: of everything), e.g. after a conflict
-        showed that someone else wrote them."""
+        """Drop what is known of *keys* (``None``: of everything), e.g. a record that
+        did not decode, or everything after an unexpected error."""
         if keys is None:
             self._known.clear()
             return
         for key in keys:
             self._known.pop(key, None)
 
-    def _remember(self, loaded: dict[RecordKey, Record | None]) -> None:
+    def remember(self, loaded: Mapping[RecordKey, Record | None]) -> None:
+        """*loaded* was just read from the store: the latest known versions."""
         now = self.clock()
         for key, record in loaded.items():
             self._known[key] = (record, now)
