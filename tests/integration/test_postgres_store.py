@@ -328,9 +328,9 @@ def test_a_pinned_transaction_runs_at_the_engines_isolation_level(postgres_url: 
             assert isinstance(session, DirectSession)
             ((level,),) = session.fetch("SHOW transaction_isolation", ())
         assert level == "repeatable read"
-        with store._write() as session:  # what opened it
-            assert isinstance(session, DirectSession)
-            assert session.begin_sql == "BEGIN ISOLATION LEVEL REPEATABLE READ"
+        pinned = store._pinned
+        assert pinned is not None
+        assert pinned._local.pin.begin_sql == "BEGIN ISOLATION LEVEL REPEATABLE READ"
     finally:
         dispose(store)
 

@@ -49,7 +49,16 @@ class _Pin:
     """One thread's connection and its session (cursor).  ``busy`` while a call runs on
     it; ``doomed`` when the store closed meanwhile (released when the call ends)."""
 
-    __slots__ = ("__weakref__", "busy", "doomed", "on_release", "raw", "session", "switched")
+    __slots__ = (
+        "__weakref__",
+        "begin_sql",
+        "busy",
+        "doomed",
+        "on_release",
+        "raw",
+        "session",
+        "switched",
+    )
 
     def __init__(
         self,
@@ -65,6 +74,7 @@ class _Pin:
         self.on_release = on_release
         self.busy = False
         self.doomed = False
+        self.begin_sql = "BEGIN"  # how a transaction opens on it (psycopg: by hand)
 
     @property
     def usable(self) -> bool:
@@ -163,17 +173,19 @@ class PinnedConnections:
                 dialect=self._engine.dialect,
             ) from error
         session = DirectSession(self._engine, raw)
+        begin_sql = "BEGIN"
         if self._switch:
             driver: Any = raw.driver_connection
             try:
                 driver.autocommit = True
-                session.begin_sql = _begin_sql(driver)
+                begin_sql = _begin_sql(driver)
             except self._dbapi_error as error:
                 failure = session.wrap(error, "SET autocommit", None)
                 session.close()
                 raw.close()
                 raise failure from error
         pin = _Pin(raw, session, switched=self._switch, on_release=self._free_slot)
+        pin.begin_sql = begin_sql
         self._local.pin = pin
         with self._lock:
             self._pins.add(pin)
@@ -200,7 +212,7 @@ class PinnedConnections:
         try:
             if atomic:
                 if self._switch:
-                    session.execute(session.begin_sql, ())
+                    session.execute(pin.begin_sql, ())
                 else:
                     try:
                         begin(engine, pin.raw, read=read)

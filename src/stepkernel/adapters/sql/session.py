@@ -43,13 +43,12 @@ class Session(Protocol):
 class DirectSession:
     """Prepared statements executed on a pooled DBAPI connection's cursor."""
 
-    __slots__ = ("_cursor", "_engine", "_raw", "begin_sql")
+    __slots__ = ("_cursor", "_engine", "_raw")
 
     def __init__(self, engine: Engine, raw: Any) -> None:
         self._engine = engine
         self._raw = raw
         self._cursor = raw.cursor()
-        self.begin_sql = "BEGIN"  # how a pinned autocommit session opens a transaction
 
     def rows(self, prepared: Prepared, params: Mapping[str, Any]) -> Sequence[Sequence[Any]]:
         cursor = self._cursor
