@@ -386,7 +386,6 @@ class _Shape:
     # Dict-backed classes: the values of the fields a successor does not inherit (the
     # version and digest chain, cached encodings); None for slotted classes.
     reset: dict[str, Any] | None
-    converters: dict[str, Any]  # init field name -> its converter
     checks: tuple[tuple[Any, Any], ...]  # (validator, attribute) of every validated field
     get_positional: Any  # slotted classes: attrgetter of the positional init fields
     index: dict[str, int]  # slotted classes: positional field alias -> its index
@@ -409,10 +408,11 @@ def _shape(cls: type) -> _Shape:
                 if isinstance(a.default, attrs.Factory):  # type: ignore[arg-type]
                     raise TypeError(f"{cls.__name__}.{a.name}: evolve() cannot reset a factory")
                 reset[a.name] = a.default
+            if a.converter is not None:
+                raise TypeError(f"{cls.__name__}.{a.name}: evolve() does not run converters")
     shape = _Shape(
         names=frozenset(a.name for a in inits if not a.kw_only),
         reset=reset,
-        converters={a.name: a.converter for a in inits if a.converter is not None},
         checks=tuple((a.validator, a) for a in fields if a.validator is not None),
         get_positional=operator.attrgetter(*positional),
         index={name: i for i, name in enumerate(positional)},
@@ -427,9 +427,9 @@ def evolve(inst: _R, **changes: Any) -> _R:
     (keyword-only, see :class:`Chained`) are not carried over; the kernel seals every
     record it writes (:func:`stepkernel.domain.encoding.seal_lazily`).
 
-    The successor is checked like a freshly built instance: *changes* go through the
-    fields' converters and the class's validators run on the result; an unknown field
-    name raises ``TypeError``.  Records are dict-backed so that a successor is a copy of
+    The successor is checked like a freshly built instance: the class's validators run
+    on it (dict-backed records have no converters -- they check types instead, see
+    ``_check_step``); an unknown field name raises ``TypeError``.  Records are dict-backed so that a successor is a copy of
     the predecessor's attribute dict plus the changes -- several times cheaper than
     ``__init__`` on a 30-field record, and the kernel builds two or three per event.
     """
@@ -450,10 +450,6 @@ def evolve(inst: _R, **changes: Any) -> _R:
     if not shape.names.issuperset(changes):
         unknown = sorted(set(changes) - shape.names)
         raise TypeError(f"{cls.__name__} has no field(s) {', '.join(unknown)}")
-    if shape.converters:
-        for name, convert in shape.converters.items():
-            if name in changes:
-                changes[name] = convert(changes[name])
     state = {**inst.__dict__, **reset, **changes}
     successor = _new(cls)
     _setattr(successor, "__dict__", state)
