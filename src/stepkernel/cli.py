@@ -189,6 +189,27 @@ def cmd_inspect(args: argparse.Namespace) -> int:
             when = "now" if due <= now else f"in {due - now:.1f}s"
             print(f"next due: {clock_time(due)} ({when})")
         print(f"awaiting completion: {len(waiting)}" + "".join(f"\n  {i}" for i in waiting[:20]))
+        dead = store.dead_letters()
+        print(f"dead letters: {len(dead)}" + (" (see: stepkernel dead-letters)" if dead else ""))
+    return 0
+
+
+def cmd_dead_letters(args: argparse.Namespace) -> int:
+    with _opened(args) as app:
+        store = app.store
+        if args.drop:
+            dropped = store.drop_dead_letters(args.drop)
+            print(f"dropped {dropped} of {len(set(args.drop))} dead letter(s)")
+            return 0
+        letters = store.dead_letters()
+        print(f"dead letters: {len(letters)}")
+        for letter in letters:
+            text = letter.data if len(letter.data) <= 200 else letter.data[:200] + "..."
+            print(
+                f"{letter.message_id}  action={letter.action_id or '?'}  "
+                f"at={clock_time(letter.dead_at)}  deliveries={letter.deliveries}\n"
+                f"  reason: {letter.reason}\n  stored: {text}"
+            )
     return 0
 
 
@@ -284,6 +305,11 @@ def build_parser() -> argparse.ArgumentParser:
     prune.add_argument("--older-than", type=float, default=7 * 24 * 3600.0, metavar="SECONDS")
 
     verb("inspect", cmd_inspect, "counts of actions by status, queued messages, next due time")
+
+    dead = verb(
+        "dead-letters", cmd_dead_letters, "list queued messages set aside as undecodable"
+    )
+    dead.add_argument("--drop", action="append", metavar="ID", help="forget this dead letter")
     return parser
 
 

@@ -7,7 +7,6 @@ import uuid
 
 import pytest
 import redis
-import sqlalchemy
 from hypothesis import settings
 from hypothesis.stateful import run_state_machine_as_test
 
@@ -15,6 +14,7 @@ from stepkernel.adapters.redis import RedisWorkflowStore
 from stepkernel.adapters.sql import SqlWorkflowStore
 from stepkernel.ports.clock import Clock
 from stepkernel.ports.store import WorkflowStore
+from stepkernel.testing.backdoors import empty_sql_tables
 from stepkernel.testing.differential import DifferentialMachine
 from stepkernel.wiring import open_store
 
@@ -31,8 +31,7 @@ def test_postgres_matches_the_reference(postgres_url: str) -> None:
         def make_store(self, clock: Clock) -> WorkflowStore:
             store = open_store(postgres_url, clock=clock)
             assert isinstance(store, SqlWorkflowStore)
-            with store.engine.begin() as conn:
-                conn.execute(sqlalchemy.text("TRUNCATE sk_records, sk_messages"))
+            empty_sql_tables(store.engine)
             return store
 
         def dispose(self, store: WorkflowStore) -> None:

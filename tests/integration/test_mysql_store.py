@@ -19,16 +19,15 @@ from functools import partial
 from typing import Any
 
 import pytest
-import sqlalchemy
 from servers import unavailable
 from test_postgres_store import run_together
 
 from stepkernel.adapters.sql import SqlWorkflowStore, server_engine
-from stepkernel.adapters.sql.schema import records
 from stepkernel.domain.errors import ConflictError
 from stepkernel.domain.records import ACHIEVEMENT, LANE, key_of
 from stepkernel.ports.clock import Clock, SystemClock
 from stepkernel.ports.store import Commit, WorkflowStore
+from stepkernel.testing.backdoors import SqlBackdoors, empty_sql_tables
 from stepkernel.testing.contract import WorkflowStoreContract, achievement, bump, lane
 from stepkernel.testing.contract_support import conflict_of, queued_message
 
@@ -60,9 +59,7 @@ def mysql_url() -> Iterator[str]:
 def open_store(url: str, *, clock: Clock | None = None) -> SqlWorkflowStore:
     """A store on its own engine, on empty tables."""
     store = SqlWorkflowStore(server_engine(url, pool_size=4), clock=clock)
-    with store.engine.begin() as conn:
-        conn.exec_driver_sql("DELETE FROM sk_records")
-        conn.exec_driver_sql("DELETE FROM sk_messages")
+    empty_sql_tables(store.engine)
     return store
 
 
@@ -83,7 +80,7 @@ def pair(mysql_url: str) -> Iterator[tuple[SqlWorkflowStore, SqlWorkflowStore]]:
         dispose(second)
 
 
-class TestMysqlStore(WorkflowStoreContract):
+class TestMysqlStore(SqlBackdoors, WorkflowStoreContract):
     """The SQL adapter on MySQL/MariaDB meets the store contract."""
 
     @pytest.fixture(autouse=True)
@@ -96,15 +93,6 @@ class TestMysqlStore(WorkflowStoreContract):
     def dispose(self, store: WorkflowStore) -> None:
         assert isinstance(store, SqlWorkflowStore)
         dispose(store)
-
-    def corrupt(self, store: WorkflowStore, key: tuple[str, str]) -> None:
-        assert isinstance(store, SqlWorkflowStore)
-        with store.engine.begin() as conn:
-            conn.execute(
-                sqlalchemy.update(records)
-                .where(records.c.kind == key[0], records.c.key == key[1])
-                .values(data="{not json")
-            )
 
 
 def test_two_machines_lease_disjoint_messages(

@@ -15,6 +15,8 @@ import pytest
 import sqlalchemy
 from chaos import Chaos, Verdict
 
+from stepkernel.adapters.sql.schema import metadata
+
 SECONDS = float(os.environ.get("STEPKERNEL_CHAOS_SECONDS", "60"))
 
 pytestmark = pytest.mark.integration
@@ -24,9 +26,8 @@ pytestmark = pytest.mark.integration
 def fresh_postgres(postgres_url: str) -> str:
     """The session database with the store's tables dropped (each chaos run starts
     empty)."""
-    admin = sqlalchemy.create_engine(postgres_url, isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.exec_driver_sql("DROP TABLE IF EXISTS sk_records, sk_messages, sk_meta")
+    admin = sqlalchemy.create_engine(postgres_url)
+    metadata.drop_all(admin)
     admin.dispose()
     return postgres_url
 

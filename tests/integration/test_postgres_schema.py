@@ -21,11 +21,13 @@ from stepkernel.adapters.sql import (
     create_schema,
     ddl,
     server_engine,
+    upgrade_ddl,
 )
 from stepkernel.domain.errors import StoreError
-from stepkernel.domain.records import key_of
+from stepkernel.domain.records import ACHIEVEMENT, key_of
 from stepkernel.ports.store import Commit
 from stepkernel.testing.contract import achievement
+from stepkernel.testing.contract_support import queued_message
 from stepkernel.wiring import open_store
 
 pytestmark = pytest.mark.integration
@@ -65,9 +67,11 @@ def script() -> str:
 
 
 def test_published_ddl_is_the_schema() -> None:
-    """docs/adapters.md shows exactly the DDL the code renders for PostgreSQL."""
+    """docs/adapters.md shows exactly the DDL (install and upgrade from version 1) the
+    code renders for PostgreSQL."""
     blocks = re.findall(r"```sql\n(.*?)```", DOCS.read_text(), flags=re.DOTALL)
     assert script() + "\n" in blocks
+    assert ";\n\n".join(upgrade_ddl("postgresql", 1)) + ";\n" in blocks
 
 
 def test_published_ddl_installs_a_working_store(namespace: Namespace) -> None:
@@ -94,23 +98,77 @@ def test_check_schema_reports_a_missing_schema(namespace: Namespace) -> None:
     assert not sqlalchemy.inspect(engine).has_table("sk_records")
 
 
-@pytest.mark.parametrize("stored", [SCHEMA_VERSION + 1, SCHEMA_VERSION - 1])
+@pytest.mark.parametrize("stored", [SCHEMA_VERSION + 1, 0])
 def test_version_mismatch_is_reported(namespace: Namespace, stored: int) -> None:
-    """A database at another schema version is refused by the store and by
-    :func:`check_schema` with :class:`StoreError` naming both versions (and telling
-    whether stepkernel or the database is behind)."""
+    """A database at a schema version this code cannot use or upgrade is refused by the
+    store and by :func:`check_schema` with :class:`StoreError` naming both versions
+    (and telling whether stepkernel is behind)."""
     engine = namespace()
     create_schema(engine)
-    with engine.begin() as conn:
-        conn.exec_driver_sql(
-            "UPDATE sk_meta SET value = %(v)s WHERE key = 'schema_version'", {"v": str(stored)}
-        )
+    _set_version(engine, stored)
     for attempt in (partial(SqlWorkflowStore, engine), partial(check_schema, engine)):
         with pytest.raises(StoreError) as caught:
             attempt()
         assert caught.value.fields == {"stored_version": stored, "code_version": SCHEMA_VERSION}
-        advice = "upgrade stepkernel" if stored > SCHEMA_VERSION else "migrate the database"
+        advice = "upgrade stepkernel" if stored > SCHEMA_VERSION else "cannot upgrade it"
         assert advice in str(caught.value)
+
+
+def _set_version(engine: sqlalchemy.Engine, stored: int) -> None:
+    with engine.begin() as conn:
+        conn.exec_driver_sql(
+            "UPDATE sk_meta SET value = %(v)s WHERE key = 'schema_version'", {"v": str(stored)}
+        )
+
+
+def _install_version_1(engine: sqlalchemy.Engine) -> None:
+    """The schema as stepkernel 1 installed it: no ``sk_dead_messages``, version 1, with
+    a record and a queued message in it."""
+    with engine.begin() as conn:
+        for statement in ddl("postgresql"):
+            conn.exec_driver_sql(statement)
+        conn.exec_driver_sql("DROP TABLE sk_dead_messages")
+    _set_version(engine, 1)
+    store = SqlWorkflowStore(engine, create=False)
+    store.commit(Commit(writes=[achievement("kept")], enqueue=[queued_message("m1", at=0.0)]))
+    store.close()
+
+
+def test_version_1_is_upgraded_by_hand_with_the_published_statements(
+    namespace: Namespace,
+) -> None:
+    """A version 1 database is refused by :func:`check_schema`, which names
+    ``upgrade_ddl``; after running those statements it passes, the data is intact and
+    the dead letters work."""
+    engine = namespace()
+    _install_version_1(engine)
+    with pytest.raises(StoreError, match="upgrade_ddl") as caught:
+        check_schema(engine)
+    assert caught.value.fields == {"stored_version": 1, "code_version": SCHEMA_VERSION}
+    with engine.begin() as conn:
+        for statement in upgrade_ddl("postgresql", 1):
+            conn.exec_driver_sql(statement)
+    check_schema(engine)
+    store = SqlWorkflowStore(engine, create=False)
+    assert store.load([(ACHIEVEMENT, "kept")])[(ACHIEVEMENT, "kept")] == achievement("kept")
+    assert [m.id for m in store.queued()] == ["m1"]
+    assert store.dead_letters() == []
+
+
+def test_version_1_is_upgraded_by_many_processes_at_once(namespace: Namespace) -> None:
+    """Six stores opened with ``create=True`` at once on a version 1 database all
+    succeed; the version row reads :data:`SCHEMA_VERSION` once, the data is intact."""
+    engines = [namespace() for _ in range(6)]
+    _install_version_1(engines[0])
+    results = run_together([partial(create_schema, engine) for engine in engines])
+    assert results == [None] * 6
+    check_schema(engines[0])
+    with engines[0].connect() as conn:
+        assert conn.exec_driver_sql("SELECT value FROM sk_meta").scalars().all() == [
+            str(SCHEMA_VERSION)
+        ]
+    store = SqlWorkflowStore(engines[1], create=False)
+    assert [m.id for m in store.queued()] == ["m1"]
 
 
 def test_schema_created_by_many_processes_at_once(namespace: Namespace) -> None:

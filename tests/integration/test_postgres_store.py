@@ -21,13 +21,13 @@ from stepkernel.adapters.sql.schema import KEY_LENGTH, MESSAGE_ID_LENGTH, record
 from stepkernel.adapters.sql.session import DirectSession
 from stepkernel.domain.errors import (
     ConflictError,
-    CorruptRecordError,
     InvalidInputError,
     StoreUnavailableError,
 )
 from stepkernel.domain.records import ACHIEVEMENT, LANE, AchievementRecord, key_of
 from stepkernel.ports.clock import Clock, SystemClock
 from stepkernel.ports.store import Commit, WorkflowStore
+from stepkernel.testing.backdoors import SqlBackdoors, empty_sql_tables
 from stepkernel.testing.contract import WorkflowStoreContract, achievement, bump, lane
 from stepkernel.testing.contract_support import conflict_of, queued_message
 
@@ -38,8 +38,7 @@ StoreFactory = Callable[..., SqlWorkflowStore]
 
 def empty(engine: sqlalchemy.Engine) -> None:
     """Backdoor: remove every record and message (the tables stay)."""
-    with engine.begin() as conn:
-        conn.exec_driver_sql("TRUNCATE sk_records, sk_messages")
+    empty_sql_tables(engine)
 
 
 def open_store(url: str, *, clock: Clock | None = None, **options: Any) -> SqlWorkflowStore:
@@ -75,7 +74,7 @@ def stores(postgres_url: str) -> Iterator[StoreFactory]:
         dispose(store)
 
 
-class TestPostgresStore(WorkflowStoreContract):
+class TestPostgresStore(SqlBackdoors, WorkflowStoreContract):
     """The SQL adapter on PostgreSQL meets the store contract."""
 
     @pytest.fixture(autouse=True)
@@ -88,15 +87,6 @@ class TestPostgresStore(WorkflowStoreContract):
     def dispose(self, store: WorkflowStore) -> None:
         assert isinstance(store, SqlWorkflowStore)
         dispose(store)
-
-    def corrupt(self, store: WorkflowStore, key: tuple[str, str]) -> None:
-        assert isinstance(store, SqlWorkflowStore)
-        with store.engine.begin() as conn:
-            conn.execute(
-                sqlalchemy.update(records)
-                .where(records.c.kind == key[0], records.c.key == key[1])
-                .values(data="{not json")
-            )
 
 
 def run_together(jobs: list[Callable[[], Any]]) -> list[Any]:
@@ -228,21 +218,24 @@ def test_leasing_without_the_direct_path_runs_in_a_transaction(
         dispose(store)
 
 
-def test_a_corrupt_message_is_not_leased(stores: StoreFactory) -> None:
-    """A leased message that does not decode raises :class:`CorruptRecordError` and
-    leases nothing: the grant of the whole batch is undone."""
+def test_a_corrupt_message_is_moved_aside_by_the_one_statement_lease(
+    stores: StoreFactory,
+) -> None:
+    """The one-statement lease grants the whole batch; a message of it that does not
+    decode is then moved to ``sk_dead_messages`` (counted as delivered once) and the rest
+    stays leased to the worker."""
     store = stores()
     now = SystemClock().now()
     store.commit(Commit(enqueue=[queued_message("bad", at=now - 1), queued_message("ok", at=now)]))
     with store.engine.begin() as conn:
         conn.exec_driver_sql("UPDATE sk_messages SET data = '{' WHERE id = 'bad'")
-    with pytest.raises(CorruptRecordError):
-        store.lease(worker="w1", limit=10, lease_seconds=30)
+    leased = store.lease(worker="w1", limit=10, lease_seconds=30)
+    assert [d.message.id for d in leased] == ["ok"]
     with store.engine.connect() as conn:
-        rows = conn.exec_driver_sql(
-            "SELECT id, owner, deliveries, due = available_at FROM sk_messages ORDER BY id"
-        ).all()
-    assert [tuple(r) for r in rows] == [("bad", None, 0, True), ("ok", None, 0, True)]
+        queued = conn.exec_driver_sql("SELECT id, owner, deliveries FROM sk_messages").all()
+        dead = conn.exec_driver_sql("SELECT id, data, deliveries FROM sk_dead_messages").all()
+    assert [tuple(r) for r in queued] == [("ok", "w1", 1)]
+    assert [tuple(r) for r in dead] == [("bad", "{", 1)]
 
 
 def test_each_thread_keeps_one_connection(stores: StoreFactory) -> None:

@@ -23,9 +23,10 @@ from redis.cluster import RedisCluster
 from servers import PrivateRedis, unavailable
 
 from stepkernel.adapters.redis import RedisDataLostError, RedisWorkflowStore
-from stepkernel.domain.records import ACHIEVEMENT, ACTION, RecordKey, key_of
+from stepkernel.domain.records import ACHIEVEMENT, ACTION, key_of
 from stepkernel.ports.clock import Clock
 from stepkernel.ports.store import ActionQuery, Commit, WorkflowStore
+from stepkernel.testing.backdoors import RedisBackdoors
 from stepkernel.testing.clock import FakeClock
 from stepkernel.testing.contract import WorkflowStoreContract, achievement, action, bump
 from stepkernel.testing.contract_support import queued_message
@@ -189,7 +190,7 @@ def _node_of(cluster: RedisCluster, name: str) -> str:
     return str(node.name)
 
 
-class TestRedisClusterStore(WorkflowStoreContract):
+class TestRedisClusterStore(RedisBackdoors, WorkflowStoreContract):
     """The Redis adapter meets the store contract on a Redis Cluster: every key carries
     the prefix's hash tag, so each store lives in one slot (on one shard)."""
 
@@ -202,11 +203,6 @@ class TestRedisClusterStore(WorkflowStoreContract):
     def make_store(self, clock: Clock) -> WorkflowStore:
         TestRedisClusterStore.counter += 1
         return RedisWorkflowStore(self.client, prefix=f"t{self.counter}", clock=clock)
-
-    def corrupt(self, store: WorkflowStore, key: RecordKey) -> None:
-        """Backdoor: keep the stored version, replace the text with invalid JSON."""
-        assert isinstance(store, RedisWorkflowStore)
-        self.client.set(store.keys.record(key), "1|{not json")
 
 
 def test_cluster_keeps_a_store_on_one_node(cluster: RedisCluster) -> None:

@@ -30,12 +30,13 @@ from stepkernel.domain.errors import (
     InvalidInputError,
     StoreUnavailableError,
 )
-from stepkernel.domain.records import ACHIEVEMENT, ACTION, LANE, RecordKey, Tombstone, key_of
+from stepkernel.domain.records import ACHIEVEMENT, ACTION, LANE, Tombstone, key_of
 from stepkernel.domain.status import ActionStatus
 from stepkernel.ports.clock import Clock
 from stepkernel.ports.store import ActionQuery, Commit, WorkflowStore
 from stepkernel.runtime.app import App
 from stepkernel.runtime.registry import Registry
+from stepkernel.testing.backdoors import RedisBackdoors
 from stepkernel.testing.clock import FakeClock
 from stepkernel.testing.contract import WorkflowStoreContract, achievement, action, bump, lane
 from stepkernel.testing.contract_support import queued_message
@@ -81,7 +82,7 @@ def store(client: redis.Redis) -> Iterator[RedisWorkflowStore]:
     drop_keys(client, made)
 
 
-class TestRedisStore(WorkflowStoreContract):
+class TestRedisStore(RedisBackdoors, WorkflowStoreContract):
     """The Redis adapter meets the store contract."""
 
     @pytest.fixture(autouse=True)
@@ -95,13 +96,6 @@ class TestRedisStore(WorkflowStoreContract):
         assert isinstance(store, RedisWorkflowStore)
         store.close()
         drop_keys(self.client, store)
-
-    def corrupt(self, store: WorkflowStore, key: RecordKey) -> None:
-        """Backdoor: keep the stored version, replace the text with invalid JSON."""
-        assert isinstance(store, RedisWorkflowStore)
-        name = store.keys.record(key)
-        version = bytes(self.client.get(name) or b"0|").partition(b"|")[0]  # type: ignore[arg-type]
-        self.client.set(name, version + b"|{not json")
 
 
 # -- one script per commit, all or nothing ---------------------------------------------------

@@ -10,8 +10,15 @@ import pytest
 import sqlalchemy
 
 from stepkernel.adapters.memory import InMemoryWorkflowStore
-from stepkernel.adapters.sql import SCHEMA_VERSION, SqlWorkflowStore, create_schema, sqlite_engine
-from stepkernel.adapters.sql.schema import messages, meta, records
+from stepkernel.adapters.sql import (
+    SCHEMA_VERSION,
+    SqlWorkflowStore,
+    check_schema,
+    create_schema,
+    sqlite_engine,
+    upgrade_ddl,
+)
+from stepkernel.adapters.sql.schema import meta, records
 from stepkernel.adapters.sql.statements import CHUNK, Statements
 from stepkernel.domain.errors import (
     ConflictError,
@@ -32,6 +39,7 @@ from stepkernel.domain.records import (
 from stepkernel.ports.clock import Clock
 from stepkernel.ports.store import ActionQuery, Commit, WorkflowStore
 from stepkernel.testing import FakeClock
+from stepkernel.testing.backdoors import SqlBackdoors
 from stepkernel.testing.contract import WorkflowStoreContract, achievement, action, bump, lane
 from stepkernel.testing.contract_support import increment
 
@@ -67,6 +75,39 @@ def test_create_schema_is_idempotent(store: SqlWorkflowStore) -> None:
     store.commit(Commit(writes=[achievement("k1")]))
     create_schema(store.engine)
     assert store.load([(ACHIEVEMENT, "k1")])[(ACHIEVEMENT, "k1")] == achievement("k1")
+
+
+def test_version_1_schema_is_upgraded_on_open(engine: sqlalchemy.Engine) -> None:
+    """A database at schema version 1 (before dead letters) is upgraded by a store
+    opened with ``create=True``: the new table appears, the version moves to
+    :data:`SCHEMA_VERSION`, the records and queue are untouched."""
+    create_schema(engine)
+    with engine.begin() as conn:
+        conn.exec_driver_sql("DROP TABLE sk_dead_messages")
+        conn.execute(meta.update().values(value="1"))
+    old = SqlWorkflowStore(engine, create=False, clock=FakeClock())
+    old.commit(Commit(writes=[achievement("k1")], enqueue=[Message.run("a1", 0, 0, 0.0)]))
+    with pytest.raises(StoreError, match="upgrade_ddl"):
+        check_schema(engine)
+    store = SqlWorkflowStore(engine, clock=FakeClock())
+    check_schema(engine)
+    assert sqlalchemy.inspect(engine).has_table("sk_dead_messages")
+    assert store.load([(ACHIEVEMENT, "k1")])[(ACHIEVEMENT, "k1")] == achievement("k1")
+    assert [m.id for m in store.queued()] == ["run:a1:0:0"]
+    assert store.dead_letters() == []
+
+
+def test_upgrade_ddl_renders_each_step_and_refuses_unknown_versions() -> None:
+    """``upgrade_ddl`` gives the statements from a known older version (the new tables,
+    then a compare-and-set of the version), none from the current one, and refuses a
+    version it cannot upgrade."""
+    statements = upgrade_ddl("sqlite", 1)
+    assert statements[0].startswith("CREATE TABLE sk_dead_messages")
+    assert statements[-1].startswith("UPDATE sk_meta SET value='2'")
+    assert upgrade_ddl("sqlite", SCHEMA_VERSION) == []
+    for version in (0, SCHEMA_VERSION + 1):
+        with pytest.raises(StoreError):
+            upgrade_ddl("sqlite", version)
 
 
 def test_newer_schema_version_refused(engine: sqlalchemy.Engine) -> None:
@@ -156,6 +197,7 @@ def test_driver_error_becomes_store_unavailable(store: SqlWorkflowStore) -> None
     with store.engine.begin() as conn:
         conn.exec_driver_sql("DROP TABLE sk_records")
         conn.exec_driver_sql("DROP TABLE sk_messages")
+        conn.exec_driver_sql("DROP TABLE sk_dead_messages")
     calls: list[Callable[[], object]] = [
         lambda: store.load([(ACHIEVEMENT, "k1")]),
         lambda: store.commit(Commit(writes=[achievement("k1")])),
@@ -166,6 +208,8 @@ def test_driver_error_becomes_store_unavailable(store: SqlWorkflowStore) -> None
         store.next_due,
         store.queued,
         lambda: store.find_actions(ActionQuery()),
+        store.dead_letters,
+        lambda: store.drop_dead_letters(["m"]),
     ]
     for call in calls:
         with pytest.raises(StoreUnavailableError) as caught:
@@ -189,17 +233,6 @@ def test_closed_store_is_unusable(store: SqlWorkflowStore) -> None:
         store.load([(ACHIEVEMENT, "k1")])
     with pytest.raises(StoreUnavailableError):
         store.commit(Commit(writes=[achievement("k1")]))
-
-
-def test_corrupt_message_raises(store: SqlWorkflowStore) -> None:
-    """A queued message whose stored text does not decode raises
-    :class:`CorruptRecordError` naming it."""
-    store.commit(Commit(enqueue=[Message.run("a1", 0, 0, 0.0)]))
-    with store.engine.begin() as conn:
-        conn.execute(messages.update().values(data="[]"))
-    with pytest.raises(CorruptRecordError) as caught:
-        store.queued()
-    assert caught.value.fields["key"] == ("message", "run:a1:0:0")
 
 
 def test_changed_identity_columns_are_rewritten(store: SqlWorkflowStore) -> None:
@@ -250,19 +283,6 @@ def test_sqlite_engine_validates_pool_size(path: Path) -> None:
     """``sqlite_engine`` refuses a pool size that is not a positive int."""
     with pytest.raises(ValueError, match="pool_size"):
         sqlite_engine(path, pool_size=0)
-
-
-def test_corrupt_message_is_not_leased(store: SqlWorkflowStore) -> None:
-    """A message that does not decode raises :class:`CorruptRecordError` from ``lease``
-    and stays unleased (the lease transaction is rolled back)."""
-    store.commit(Commit(enqueue=[Message.run("a1", 0, 0, 0.0)]))
-    with store.engine.begin() as conn:
-        conn.execute(messages.update().values(data="{"))
-    with pytest.raises(CorruptRecordError):
-        store.lease(worker="w", limit=1, lease_seconds=5)
-    with store.engine.connect() as conn:
-        row = conn.execute(sqlalchemy.select(messages.c.owner, messages.c.deliveries)).one()
-    assert tuple(row) == (None, 0)
 
 
 def _corrupt_action(store: SqlWorkflowStore, action_id: str) -> None:
@@ -356,7 +376,7 @@ def test_direct_option_validated_early(engine: sqlalchemy.Engine) -> None:
         SqlWorkflowStore(engine, direct="yes")  # type: ignore[arg-type]
 
 
-class TestSqliteStoreThroughCore(WorkflowStoreContract):
+class TestSqliteStoreThroughCore(SqlBackdoors, WorkflowStoreContract):
     """With ``direct=False`` every statement runs through SQLAlchemy's
     ``Connection.execute`` (the path for unusual drivers): the store still meets the
     contract."""
@@ -372,15 +392,6 @@ class TestSqliteStoreThroughCore(WorkflowStoreContract):
         assert isinstance(store, SqlWorkflowStore)
         store.close()
         store.engine.dispose()
-
-    def corrupt(self, store: WorkflowStore, key: RecordKey) -> None:
-        assert isinstance(store, SqlWorkflowStore)
-        with store.engine.begin() as conn:
-            conn.execute(
-                records.update()
-                .where(records.c.kind == key[0], records.c.key == key[1])
-                .values(data="{not json")
-            )
 
 
 def test_each_thread_keeps_one_sqlite_connection(store: SqlWorkflowStore) -> None:

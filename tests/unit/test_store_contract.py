@@ -5,14 +5,12 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-import sqlalchemy
 
 from stepkernel.adapters.memory import InMemoryWorkflowStore
 from stepkernel.adapters.sql import SqlWorkflowStore, sqlite_engine
-from stepkernel.adapters.sql.schema import records
-from stepkernel.domain.records import RecordKey
 from stepkernel.ports.clock import Clock
 from stepkernel.ports.store import WorkflowStore
+from stepkernel.testing.backdoors import SqlBackdoors
 from stepkernel.testing.contract import WorkflowStoreContract
 
 
@@ -23,7 +21,7 @@ class TestInMemoryStore(WorkflowStoreContract):
         return InMemoryWorkflowStore(clock=clock)
 
 
-class TestSqliteStore(WorkflowStoreContract):
+class TestSqliteStore(SqlBackdoors, WorkflowStoreContract):
     """The SQL adapter on a SQLite file meets the contract."""
 
     @pytest.fixture(autouse=True)
@@ -38,11 +36,8 @@ class TestSqliteStore(WorkflowStoreContract):
         store.close()
         store.engine.dispose()
 
-    def corrupt(self, store: WorkflowStore, key: RecordKey) -> None:
-        _corrupt_sql(store, key)
 
-
-class TestSqliteMemoryStore(WorkflowStoreContract):
+class TestSqliteMemoryStore(SqlBackdoors, WorkflowStoreContract):
     """The SQL adapter on a private in-memory SQLite database meets the contract."""
 
     def make_store(self, clock: Clock) -> WorkflowStore:
@@ -52,17 +47,3 @@ class TestSqliteMemoryStore(WorkflowStoreContract):
         assert isinstance(store, SqlWorkflowStore)
         store.close()
         store.engine.dispose()
-
-    def corrupt(self, store: WorkflowStore, key: RecordKey) -> None:
-        _corrupt_sql(store, key)
-
-
-def _corrupt_sql(store: WorkflowStore, key: RecordKey) -> None:
-    """Backdoor: overwrite the record's stored text with invalid JSON."""
-    assert isinstance(store, SqlWorkflowStore)
-    with store.engine.begin() as conn:
-        conn.execute(
-            sqlalchemy.update(records)
-            .where(records.c.kind == key[0], records.c.key == key[1])
-            .values(data="{not json")
-        )

@@ -2,13 +2,14 @@
 
 from stepkernel.ports.clock import Clock, SystemClock
 from stepkernel.ports.codec import ArgumentCodec, JsonCodec
-from stepkernel.ports.store import ActionQuery, Commit, Delivery, WorkflowStore
+from stepkernel.ports.store import ActionQuery, Commit, DeadLetter, Delivery, WorkflowStore
 
 __all__ = [
     "ActionQuery",
     "ArgumentCodec",
     "Clock",
     "Commit",
+    "DeadLetter",
     "Delivery",
     "JsonCodec",
     "SystemClock",

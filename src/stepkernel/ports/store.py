@@ -24,6 +24,13 @@ Queue
     ``ack``: a worker that dies simply lets its lease run out and the message is
     delivered again (``deliveries`` counts how often).  ``release`` gives leases back at
     once (graceful shutdown); ``extend`` keeps a long-running lease alive.
+    A message whose stored text does not decode is never handed out and never blocks
+    the queue: ``lease`` moves it, in the transaction that found it, to the store's
+    *dead letters* (:class:`DeadLetter`: its id, action, raw text and the reason) and
+    leases the rest of the batch; ``queued`` leaves such messages out.  Nothing of it is
+    lost: ``dead_letters`` lists them for an operator (``stepkernel dead-letters``),
+    ``drop_dead_letters`` forgets them, and the recovery sweep gives the action a fresh
+    wake-up.  A store that keeps messages as objects (memory) never has any.
     ``wait_for_work`` is how an idle worker waits before leasing again: it may return
     early, never late (the default waits in real time: a polling worker).
 
@@ -73,6 +80,23 @@ class Delivery:
     message: Message
     deliveries: int
     lease_until: float
+
+
+@frozen
+class DeadLetter:
+    """A queued message whose stored text did not decode, moved out of the queue.
+
+    ``data`` is the stored text exactly as found (for diagnosis or hand repair),
+    ``reason`` why it did not decode, ``dead_at`` the store time of the move and
+    ``deliveries`` how often it had been leased before.  ``action_id`` is the action the
+    queue row named (``None`` where the store keeps it only inside the text)."""
+
+    message_id: str
+    action_id: str | None
+    data: str
+    reason: str
+    dead_at: float
+    deliveries: int
 
 
 @frozen
@@ -141,6 +165,17 @@ class WorkflowStore(ABC):
     @abstractmethod
     def find_actions(self, query: ActionQuery) -> list[ActionRecord]:
         """Action records matching *query*, ordered by creation time then id."""
+
+    def dead_letters(self) -> list[DeadLetter]:
+        """Messages moved out of the queue because they did not decode, oldest first
+        (then by id).  The default, for stores that keep messages as objects and so
+        never meet one, is empty."""
+        return []
+
+    def drop_dead_letters(self, ids: Iterable[str]) -> int:
+        """Forget the dead letters *ids* (unknown ids are ignored); how many were there."""
+        del ids
+        return 0
 
     def wait_for_work(self, timeout: float) -> None:
         """Block until messages may have become deliverable, for at most *timeout*

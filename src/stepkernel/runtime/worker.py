@@ -189,7 +189,7 @@ class Worker:
                 self._stop.wait(delay)
                 continue
             except Exception:
-                # E.g. a queued message that does not decode: keep the thread, slow down.
+                # Not a store outage (a bug in an adapter, say): keep the thread, slow down.
                 failures += 1
                 log.exception("worker %s: store call failed; trying again", worker)
                 self._stop.wait(max(self._backoff(failures, retryable=True), 1.0))

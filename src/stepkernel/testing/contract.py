@@ -12,8 +12,9 @@ is given); pytest then runs every behaviour below against your adapter::
             client.set(f"records:{key[0]}:{key[1]}", "garbage")  # backdoor
 
 Hooks: :meth:`~WorkflowStoreContract.corrupt` writes undecodable bytes for a record
-through the backend directly (the test is skipped when an adapter stores objects, not
-bytes); :meth:`~WorkflowStoreContract.dispose` releases a store after each test.
+and :meth:`~WorkflowStoreContract.corrupt_message` for a queued message, through the
+backend directly (their tests are skipped when an adapter stores objects, not bytes);
+:meth:`~WorkflowStoreContract.dispose` releases a store after each test.
 
 The records are real domain records sealed with their digest chain
 (:func:`stepkernel.domain.encoding.seal`), so adapters that verify digests on load accept
@@ -22,6 +23,7 @@ them.
 
 from __future__ import annotations
 
+from stepkernel.testing.contract_dead import DeadLetterContract
 from stepkernel.testing.contract_queue import QueueContract
 from stepkernel.testing.contract_records import RecordContract
 from stepkernel.testing.contract_support import LEASE, achievement, action, bump, lane
@@ -29,5 +31,5 @@ from stepkernel.testing.contract_support import LEASE, achievement, action, bump
 __all__ = ["LEASE", "WorkflowStoreContract", "achievement", "action", "bump", "lane"]
 
 
-class WorkflowStoreContract(RecordContract, QueueContract):
+class WorkflowStoreContract(RecordContract, QueueContract, DeadLetterContract):
     """The behaviours every store must show; subclass as ``TestXxx`` (see module)."""

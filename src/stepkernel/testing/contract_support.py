@@ -119,6 +119,11 @@ class ContractBase:
         """Overwrite the stored bytes of record *key* with text that does not decode."""
         pytest.skip(f"{type(store).__name__} stores objects: nothing to corrupt")
 
+    def corrupt_message(self, store: WorkflowStore, message_id: str, text: str) -> None:
+        """Overwrite the stored text of queued message *message_id* with *text* (which
+        does not decode), leaving its queue state (due time, lease) as it was."""
+        pytest.skip(f"{type(store).__name__} stores messages as objects: nothing to corrupt")
+
     def dispose(self, store: WorkflowStore) -> None:
         """Release *store* after a test (default: :meth:`WorkflowStore.close`)."""
         store.close()

@@ -17,6 +17,8 @@ key                                    type                holds
                                                            ``n`` deliveries, ``o`` owner
 ``{p}:qa:<action id>``                 set                 queued message ids per action
 ``{p}:x:meta``                         hash                action id -> its index entry
+``{p}:dead``                           hash                message id -> dead letter JSON
+                                                           (see :mod:`.dead`)
 ``{p}:x:all``                          sorted set          every action id -> created_at
 ``{p}:x:<field>:<value>``              sorted set          action ids with that value
                                                            (field: root, status, type,

@@ -16,11 +16,13 @@ prefix; they share its hash tag, so they live in the same Cluster slot.
 from __future__ import annotations
 
 import hashlib
+from typing import Any
 
 from stepkernel.adapters.redis.errors import EPOCH_ERROR, MISSING
 
 __all__ = [
     "ACK",
+    "ACK_LUA",
     "COMMIT",
     "EXTEND",
     "FIND",
@@ -30,6 +32,7 @@ __all__ = [
     "QUEUED",
     "RELEASE",
     "Script",
+    "reply_text",
 ]
 
 
@@ -52,7 +55,15 @@ end
 local p = ARGV[2]
 """
 
-_ACK = """
+
+def reply_text(value: Any) -> str:
+    """A script's reply as text (clients may or may not decode responses)."""
+    if isinstance(value, bytes):
+        return value.decode("utf-8", "replace")
+    return str(value)
+
+
+ACK_LUA = """
 local function ack(id)
   local mk = p .. 'm:' .. id
   local action = redis.call('HGET', mk, 'a')
@@ -78,7 +89,7 @@ return redis.call('GET', KEYS[1])
 COMMIT = Script(
     "commit",
     PRELUDE
-    + _ACK
+    + ACK_LUA
     + """
 -- KEYS[3..]: record keys of the guards, then the deletes, then the writes.
 -- ARGV[3..7]: how many guards, deletes, writes, acks, enqueues; then
@@ -208,7 +219,7 @@ return out
 ACK = Script(
     "ack",
     PRELUDE
-    + _ACK
+    + ACK_LUA
     + """
 -- ARGV[3..]: message ids
 for i = 3, #ARGV do ack(ARGV[i]) end

@@ -30,6 +30,8 @@ from redis.cluster import RedisCluster
 from redis.exceptions import NoScriptError, RedisError, ResponseError
 
 from stepkernel.adapters.decoded import DecodedRecords
+from stepkernel.adapters.queue_text import decodable, reason_of
+from stepkernel.adapters.redis import dead
 from stepkernel.adapters.redis.errors import (
     EPOCH_ERROR,
     RedisDataLostError,
@@ -50,6 +52,7 @@ from stepkernel.adapters.redis.scripts import (
     QUEUED,
     RELEASE,
     Script,
+    reply_text,
 )
 from stepkernel.adapters.redis.server import log, server_warnings
 from stepkernel.domain.encoding import decode_message, decode_record
@@ -57,7 +60,7 @@ from stepkernel.domain.errors import CorruptRecordError, InvalidInputError, Stor
 from stepkernel.domain.messages import Message
 from stepkernel.domain.records import ACTION, ActionRecord, Record, RecordKey
 from stepkernel.ports.clock import Clock, SystemClock
-from stepkernel.ports.store import ActionQuery, Commit, Delivery, WorkflowStore
+from stepkernel.ports.store import ActionQuery, Commit, DeadLetter, Delivery, WorkflowStore
 
 __all__ = ["DEFAULT_PREFIX", "RedisDataLostError", "RedisWorkflowStore"]
 
@@ -70,11 +73,7 @@ _CHUNK = 512
 Client = redis.Redis | RedisCluster
 
 
-def _text(value: Any) -> str:
-    """A reply as text (clients may or may not decode responses)."""
-    if isinstance(value, bytes):
-        return value.decode("utf-8", "replace")
-    return str(value)
+_text = reply_text
 
 
 class RedisWorkflowStore(WorkflowStore):
@@ -310,8 +309,8 @@ class RedisWorkflowStore(WorkflowStore):
     ) -> list[Delivery]:
         """Lease up to *limit* due messages, earliest due first (or in *ids* order).
 
-        A message that does not decode raises :class:`CorruptRecordError`; the batch's
-        leases are given back first."""
+        A leased message that does not decode is moved to the dead letters (see
+        :mod:`.dead`) and the rest of the batch is handed out."""
         self._check_open()
         if lease_seconds <= 0:
             raise InvalidInputError(
@@ -330,15 +329,19 @@ class RedisWorkflowStore(WorkflowStore):
                 return []
             reply = self._run("lease", LEASE, [*head, "ids", *wanted])
         out: list[Delivery] = []
-        try:
-            for i in range(0, len(reply), 3):
-                message = decode_message(_text(reply[i]), _text(reply[i + 1]))
-                out.append(
-                    Delivery(message=message, deliveries=int(reply[i + 2]), lease_until=until)
-                )
-        except CorruptRecordError:
-            self.release([_text(reply[i]) for i in range(0, len(reply), 3)], worker=worker)
-            raise
+        undecodable: list[str] = []
+        for i in range(0, len(reply), 3):
+            message_id = _text(reply[i])
+            try:
+                message = decode_message(message_id, _text(reply[i + 1]))
+            except CorruptRecordError as error:
+                undecodable += [message_id, reason_of(error)]
+                continue
+            out.append(Delivery(message=message, deliveries=int(reply[i + 2]), lease_until=until))
+        if undecodable:
+            self._run("lease", dead.MOVE, [repr(now), *undecodable])
+            for message_id in undecodable[::2]:
+                log.error("message %s does not decode: moved to the dead letters", message_id)
         return out
 
     def ack(self, ids: Iterable[str]) -> None:
@@ -376,11 +379,22 @@ class RedisWorkflowStore(WorkflowStore):
             reply = self._run("queued", QUEUED, ["all", ""])
         else:
             reply = self._run("queued", QUEUED, ["action", action_id])
-        messages = [
-            decode_message(_text(reply[i]), _text(reply[i + 1])) for i in range(0, len(reply), 2)
-        ]
+        messages = decodable(
+            (_text(reply[i]), _text(reply[i + 1])) for i in range(0, len(reply), 2)
+        )
         messages.sort(key=lambda m: (m.available_at, m.id))
         return messages
+
+    def dead_letters(self) -> list[DeadLetter]:
+        """Every dead letter (see :mod:`.dead`), oldest first, then by id."""
+        self._check_open()
+        return dead.parse(self._run("dead_letters", dead.LIST, []))
+
+    def drop_dead_letters(self, ids: Iterable[str]) -> int:
+        """Forget the dead letters *ids*; how many there were."""
+        self._check_open()
+        wanted = list(dict.fromkeys(ids))
+        return int(self._run("drop_dead_letters", dead.DROP, wanted)) if wanted else 0
 
     # -- queries -------------------------------------------------------------------------
 

@@ -7,16 +7,19 @@ store is tuned for.
 
 from stepkernel.adapters.sql.schema import (
     SCHEMA_VERSION,
+    UPGRADES,
     check_schema,
     create_schema,
     ddl,
     metadata,
+    upgrade_ddl,
 )
 from stepkernel.adapters.sql.server import server_engine
 from stepkernel.adapters.sql.store import SqlWorkflowStore, sqlite_engine
 
 __all__ = [
     "SCHEMA_VERSION",
+    "UPGRADES",
     "SqlWorkflowStore",
     "check_schema",
     "create_schema",
@@ -24,4 +27,5 @@ __all__ = [
     "metadata",
     "server_engine",
     "sqlite_engine",
+    "upgrade_ddl",
 ]

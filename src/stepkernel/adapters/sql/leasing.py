@@ -2,7 +2,8 @@
 
 Every function runs inside the caller's transaction (or, for :func:`pick_and_grant`, as
 one statement in autocommit); decoding happens here so that a message that does not
-decode is found before anything is handed out.
+decode is found before anything is handed out (and moved to the dead letters, see
+:mod:`.dead`).
 """
 
 from __future__ import annotations
@@ -10,9 +11,12 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from typing import Any
 
+from stepkernel.adapters.queue_text import reason_of
+from stepkernel.adapters.sql.dead import Undecodable
 from stepkernel.adapters.sql.session import DirectSession, Session
 from stepkernel.adapters.sql.statements import Statements, chunks
 from stepkernel.domain.encoding import decode_message
+from stepkernel.domain.errors import CorruptRecordError
 from stepkernel.ports.store import Delivery
 
 __all__ = ["deliveries", "pick", "pick_and_grant"]
@@ -55,10 +59,17 @@ def pick_and_grant(
     return [(message_id, data, int(count)) for message_id, data, count, _due in rows]
 
 
-def deliveries(rows: Iterable[Row], until: float) -> list[Delivery]:
+def deliveries(rows: Iterable[Row], until: float) -> tuple[list[Delivery], list[Undecodable]]:
     """*rows* (deliveries already counting this one) as deliveries leased until
-    *until*; a message that does not decode raises :class:`CorruptRecordError`."""
-    return [
-        Delivery(message=decode_message(message_id, data), deliveries=count, lease_until=until)
-        for message_id, data, count in rows
-    ]
+    *until*, and the ``(id, reason)`` of those that do not decode (for
+    :meth:`.dead.DeadStatements.move`), in the order of *rows*."""
+    out: list[Delivery] = []
+    undecodable: list[Undecodable] = []
+    for message_id, data, count in rows:
+        try:
+            message = decode_message(message_id, data)
+        except CorruptRecordError as error:
+            undecodable.append((message_id, reason_of(error)))
+            continue
+        out.append(Delivery(message=message, deliveries=count, lease_until=until))
+    return out, undecodable

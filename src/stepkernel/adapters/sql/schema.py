@@ -1,6 +1,6 @@
 """The SQL schema of :class:`~stepkernel.adapters.sql.store.SqlWorkflowStore`.
 
-Three tables, all prefixed ``sk_``; portable SQL (SQLite, PostgreSQL, MySQL/MariaDB):
+Four tables, all prefixed ``sk_``; portable SQL (SQLite, PostgreSQL, MySQL/MariaDB):
 bounded ``VARCHAR`` keys, ``TEXT`` payloads, ``DOUBLE`` timestamps, no dialect features.
 
 ``sk_records``
@@ -21,17 +21,24 @@ bounded ``VARCHAR`` keys, ``TEXT`` payloads, ``DOUBLE`` timestamps, no dialect f
     ``lease_until`` when leased: the moment the row becomes leasable, so leasing and
     ``next_due`` are one indexed range scan on ``due``.
 
+``sk_dead_messages``
+    Queued messages that did not decode, moved out of ``sk_messages`` by the lease that
+    found them (see :class:`~stepkernel.ports.store.DeadLetter`): the row's ``id``,
+    ``action_id``, ``data`` and ``deliveries`` as they were, the ``reason`` and
+    ``dead_at``.  Added by schema version 2.
+
 ``sk_meta``
     Key/value pairs; ``schema_version`` records :data:`SCHEMA_VERSION`.
 
-Versions.  :func:`create_schema` (what the store runs by default) creates missing tables
-and records :data:`SCHEMA_VERSION`; :func:`check_schema` only checks, for databases whose
-schema is installed by your own migrations (:func:`ddl` renders the statements for a
-dialect).  Both raise :class:`~stepkernel.domain.errors.StoreError` with the fields
-``stored_version`` and ``code_version`` when the database holds another version (or
-none): a newer stepkernel wrote it, or the database needs the migration that the
-release raising :data:`SCHEMA_VERSION` documents.  The version only moves when the
-tables do.
+Versions.  :func:`create_schema` (what the store runs by default) creates missing tables,
+upgrades an older schema it knows (:data:`UPGRADES`) and records :data:`SCHEMA_VERSION`;
+:func:`check_schema` only checks, for databases whose schema is installed by your own
+migrations (:func:`ddl` renders the statements that install it on a dialect,
+:func:`upgrade_ddl` those that bring an older version up).  Both raise
+:class:`~stepkernel.domain.errors.StoreError` with the fields ``stored_version`` and
+``code_version`` when the database holds another version that they cannot use (or none):
+a newer stepkernel wrote it, or an older schema awaits your migration.  The version only
+moves when the tables do.
 """
 
 from __future__ import annotations
@@ -42,11 +49,13 @@ from sqlalchemy import (
     Double,
     Engine,
     Index,
+    Insert,
     Integer,
     MetaData,
     String,
     Table,
     Text,
+    Update,
     exc,
     inspect,
     select,
@@ -57,7 +66,7 @@ from sqlalchemy.schema import CreateIndex, CreateTable
 
 from stepkernel.domain.errors import StoreError, StoreUnavailableError
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 """The schema version this code reads and writes (stored in ``sk_meta``)."""
 
 KEY_LENGTH = 255
@@ -111,6 +120,17 @@ messages = Table(
     Index("ix_sk_messages_action", "action_id"),
 )
 
+dead_messages = Table(
+    "sk_dead_messages",
+    metadata,
+    Column("id", String(MESSAGE_ID_LENGTH), primary_key=True),
+    Column("action_id", String(KEY_LENGTH), nullable=True),
+    Column("data", _PAYLOAD, nullable=False),
+    Column("reason", Text, nullable=False),
+    Column("dead_at", Double, nullable=False),
+    Column("deliveries", Integer, nullable=False),
+)
+
 meta = Table(
     "sk_meta",
     metadata,
@@ -119,18 +139,27 @@ meta = Table(
 )
 
 
-def create_schema(engine: Engine) -> None:
-    """Create the ``sk_`` tables if missing and record or check the schema version.
+UPGRADES: dict[int, tuple[Table, ...]] = {1: (dead_messages,)}
+"""For each older schema version this code upgrades, the tables the next version adds
+(every upgrade so far only adds tables)."""
 
-    Safe to call from several processes at once and on every start.  Raises
+
+def create_schema(engine: Engine) -> None:
+    """Create the ``sk_`` tables if missing, upgrade an older schema listed in
+    :data:`UPGRADES`, and record or check the schema version.
+
+    Safe to call from several processes at once and on every start (an upgrade moves
+    the stored version one step at a time with a compare-and-set).  Raises
     :class:`StoreError` when the database holds a schema version other than
-    :data:`SCHEMA_VERSION` (a newer one was written by a newer stepkernel; an older or
-    unreadable one cannot be migrated by this version), and
-    :class:`StoreUnavailableError` when the database fails.
+    :data:`SCHEMA_VERSION` that it cannot upgrade (a newer one was written by a newer
+    stepkernel; an unknown or unreadable one), and :class:`StoreUnavailableError` when
+    the database fails.
     """
     try:
-        _create_tables(engine)
+        _create_tables(engine)  # includes the tables every upgrade adds
         stored = _stored_version(engine)
+        while stored < SCHEMA_VERSION and stored in UPGRADES:
+            stored = _advance_version(engine, stored)
     except exc.SQLAlchemyError as error:
         raise StoreUnavailableError(
             f"cannot create the stepkernel schema: {error}", operation="create_schema"
@@ -171,7 +200,10 @@ def _check_version(stored: int) -> None:
         advice = (
             "upgrade stepkernel"
             if stored > SCHEMA_VERSION
-            else "migrate the database as the stepkernel release notes describe"
+            else f"migrate the database: the statements of upgrade_ddl(dialect, {stored}), "
+            "or open the store with create=True"
+            if stored in UPGRADES
+            else "this stepkernel cannot upgrade it"
         )
         raise StoreError(
             f"database schema version {stored} does not match this stepkernel's "
@@ -207,16 +239,63 @@ def ddl(dialect: Dialect | str) -> list[str]:
         dialect = make_url(f"{dialect}://").get_dialect()()
     statements = []
     for table in metadata.sorted_tables:
-        statements.append(_tidy(CreateTable(table).compile(dialect=dialect)))
-        statements.extend(
-            _tidy(CreateIndex(index).compile(dialect=dialect))
-            for index in sorted(table.indexes, key=lambda index: str(index.name))
+        statements.extend(_table_ddl(table, dialect))
+    insert = meta.insert().values(key=SCHEMA_VERSION_KEY, value=str(SCHEMA_VERSION))
+    statements.append(_literal(insert, dialect))
+    return statements
+
+
+def _literal(statement: Insert | Update, dialect: Dialect) -> str:
+    """*statement* with its values inlined, names quoted as *dialect* needs (``key`` is
+    reserved on MySQL)."""
+    return str(statement.compile(dialect=dialect, compile_kwargs={"literal_binds": True}))
+
+
+def upgrade_ddl(dialect: Dialect | str, from_version: int) -> list[str]:
+    """The statements that bring a schema at *from_version* up to
+    :data:`SCHEMA_VERSION` on *dialect* (as for :func:`ddl`), each step's tables and
+    indexes followed by the ``UPDATE`` of ``schema_version``; for teams that run their
+    own migrations (``create_schema`` applies the same).  Raises :class:`StoreError`
+    for a version this code cannot upgrade."""
+    if isinstance(dialect, str):
+        dialect = make_url(f"{dialect}://").get_dialect()()
+    if from_version == SCHEMA_VERSION:
+        return []
+    if from_version not in UPGRADES or from_version > SCHEMA_VERSION:
+        raise StoreError(
+            f"no upgrade from schema version {from_version!r} to {SCHEMA_VERSION}",
+            stored_version=from_version,
+            code_version=SCHEMA_VERSION,
         )
-    statements.append(
-        f"INSERT INTO {meta.name} ({meta.c.key.name}, {meta.c.value.name}) "
-        f"VALUES ('{SCHEMA_VERSION_KEY}', '{SCHEMA_VERSION}')"
+    statements: list[str] = []
+    for version in range(from_version, SCHEMA_VERSION):
+        for table in UPGRADES[version]:
+            statements.extend(_table_ddl(table, dialect))
+        statements.append(_literal(_version_update(version), dialect))
+    return statements
+
+
+def _table_ddl(table: Table, dialect: Dialect) -> list[str]:
+    statements = [_tidy(CreateTable(table).compile(dialect=dialect))]
+    statements.extend(
+        _tidy(CreateIndex(index).compile(dialect=dialect))
+        for index in sorted(table.indexes, key=lambda index: str(index.name))
     )
     return statements
+
+
+def _advance_version(engine: Engine, stored: int) -> int:
+    """Move the stored version from *stored* to the next (its tables exist by now);
+    whichever process does it first wins, the others read the result."""
+    with engine.begin() as conn:
+        conn.execute(_version_update(stored))
+    return _stored_version(engine)
+
+
+def _version_update(stored: int) -> Update:
+    """Compare-and-set of ``schema_version`` from *stored* to the next version."""
+    row = (meta.c.key == SCHEMA_VERSION_KEY) & (meta.c.value == str(stored))
+    return meta.update().where(row).values(value=str(stored + 1))
 
 
 def _create_tables(engine: Engine) -> None:

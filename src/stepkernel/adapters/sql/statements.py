@@ -246,16 +246,6 @@ class Statements:
             .where(m.c.id == bindparam("b_id"), m.c.owner == bindparam("b_owner"))
             .values(owner=None, lease_until=0.0, due=m.c.available_at)
         )
-        self.ungrant = prepare(  # undoes grant (a leased message that does not decode)
-            m.update()
-            .where(m.c.id == bindparam("b_id"), m.c.owner == bindparam("b_owner"))
-            .values(
-                owner=None,
-                lease_until=0.0,
-                due=m.c.available_at,
-                deliveries=m.c.deliveries - 1,
-            )
-        )
         self.extend = prepare(
             m.update()
             .where(m.c.id == bindparam("b_id"), m.c.owner == bindparam("b_owner"))
@@ -303,7 +293,6 @@ class Statements:
                 self.due,
                 self.grant,
                 self.release,
-                self.ungrant,
                 self.extend,
                 self.next_due,
                 self.queued,

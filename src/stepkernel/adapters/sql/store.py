@@ -18,15 +18,14 @@ take rows with ``FOR UPDATE SKIP LOCKED``, absent keys are held by placeholders
 
 from __future__ import annotations
 
-import contextlib
-import threading
-from collections.abc import Callable, Collection, Iterable, Sequence
-from typing import Any, TypeVar
+import logging
+from collections.abc import Collection, Iterable, Sequence
+from typing import Any
 
-from sqlalchemy import Engine, exc
-from sqlalchemy.pool import QueuePool, StaticPool
+from sqlalchemy import Engine
 
 from stepkernel.adapters.decoded import DecodedRecords
+from stepkernel.adapters.queue_text import decodable
 from stepkernel.adapters.sql.apply import (
     SlowPath,
     apply_checked,
@@ -36,33 +35,26 @@ from stepkernel.adapters.sql.apply import (
     single_params,
 )
 from stepkernel.adapters.sql.engine import (
-    autocommits_reads,
-    pool_lock,
     sqlite_engine,
-    switches_autocommit,
 )
 from stepkernel.adapters.sql.leasing import Row, deliveries, pick, pick_and_grant
-from stepkernel.adapters.sql.listen import Listener, can_listen
-from stepkernel.adapters.sql.pinned import PinnedConnections
-from stepkernel.adapters.sql.races import ATTEMPTS, lost_race, pause, sqlstate
+from stepkernel.adapters.sql.plumbing import SqlPlumbing
 from stepkernel.adapters.sql.rows import CommitPlan
 from stepkernel.adapters.sql.schema import create_schema
-from stepkernel.adapters.sql.session import DirectSession, Session, core_rows, transaction
-from stepkernel.adapters.sql.statements import CHUNK, Statements, actions_query, chunks, group_keys
-from stepkernel.domain.encoding import decode_message, decode_record
-from stepkernel.domain.errors import ConflictError, CorruptRecordError, StoreUnavailableError
+from stepkernel.adapters.sql.session import DirectSession, core_rows
+from stepkernel.adapters.sql.statements import CHUNK, actions_query, chunks, group_keys
+from stepkernel.domain.encoding import decode_record
 from stepkernel.domain.messages import Message
 from stepkernel.domain.records import ACTION, ActionRecord, Record, RecordKey
 from stepkernel.ports.clock import Clock, SystemClock
-from stepkernel.ports.store import ActionQuery, Commit, Delivery, WorkflowStore
+from stepkernel.ports.store import ActionQuery, Commit, DeadLetter, Delivery, WorkflowStore
 
 __all__ = ["SqlWorkflowStore", "sqlite_engine"]
 
+log = logging.getLogger(__name__)
 
-_T = TypeVar("_T")
 
-
-class SqlWorkflowStore(WorkflowStore):
+class SqlWorkflowStore(SqlPlumbing, WorkflowStore):
     """A :class:`WorkflowStore` in a SQL database reached through a SQLAlchemy engine.
 
     The engine is the caller's (configured, pooled, not in ``AUTOCOMMIT``); :meth:`close`
@@ -140,122 +132,18 @@ class SqlWorkflowStore(WorkflowStore):
         direct: bool = True,
         notify: bool = True,
     ) -> None:
-        if not isinstance(engine, Engine):
-            raise TypeError(f"engine must be a sqlalchemy Engine, not {type(engine).__name__}")
         if clock is not None and not isinstance(clock, Clock):
             raise TypeError(f"clock must be a stepkernel Clock, not {type(clock).__name__}")
-        for name, flag in (("create", create), ("direct", direct), ("notify", notify)):
-            if not isinstance(flag, bool):
-                raise TypeError(f"{name} must be a bool, not {type(flag).__name__}")
-        # create_engine(isolation_level=...) is kept on the dialect (applied to every new
-        # connection), Engine.execution_options(isolation_level=...) in the options.
-        levels = (
-            getattr(engine.dialect, "_on_connect_isolation_level", None),
-            engine.get_execution_options().get("isolation_level"),
-        )
-        if "AUTOCOMMIT" in levels:
-            raise ValueError("the engine must not be in AUTOCOMMIT: commits need transactions")
+        if not isinstance(create, bool):
+            raise TypeError(f"create must be a bool, not {type(create).__name__}")
+        super().__init__(engine, direct=direct, notify=notify)
         self.clock = clock if clock is not None else SystemClock()
-        self.commits = 0
-        self.retries = 0
-        self._count_lock = threading.Lock()
-        self._closed = False
-        self._engine = engine
         # (kind, key) -> (stored text, record): a load that reads back exactly the text
         # remembered reuses the (immutable) record instead of decoding and verifying it
         # again.  Any other text, e.g. tampered bytes, is decoded and checked as usual.
         self._decoded = DecodedRecords()
-        driver_error = getattr(engine.dialect.loaded_dbapi, "Error", None)
-        self._errors: tuple[type[BaseException], ...] = (exc.SQLAlchemyError,) + (
-            (driver_error,)
-            if isinstance(driver_error, type) and issubclass(driver_error, BaseException)
-            else ()
-        )
-        self._sql = Statements(engine.dialect)
-        self._direct = direct and self._sql.direct
-        self._notify = notify and self._sql.notify is not None
-        self._single = self._direct and self._sql.single and switches_autocommit(engine)
-        self._listener = Listener(engine) if can_listen(engine) else None
-        self._batched_rowcount = bool(engine.dialect.supports_sane_multi_rowcount)
-        sqlite = engine.dialect.name == "sqlite"
-        # One connection per thread where the driver allows it (see .pinned); not on a
-        # one-connection pool (SQLite ":memory:"), which every thread shares.
-        ours = autocommits_reads(engine)  # sqlite_engine: driver autocommit, our BEGINs
-        pinnable = self._single or (self._direct and ours and isinstance(engine.pool, QueuePool))
-        self._pinned = PinnedConnections(engine) if pinnable else None
-        lock = pool_lock(engine.pool) if sqlite else None
-        shared = sqlite and isinstance(engine.pool, StaticPool)
-        self._write_lock: contextlib.AbstractContextManager[Any] = (
-            lock if lock is not None else contextlib.nullcontext()
-        )
-        self._read_lock: contextlib.AbstractContextManager[Any] = (
-            lock if shared and lock is not None else contextlib.nullcontext()
-        )
         if create:
             create_schema(engine)
-
-    @property
-    def engine(self) -> Engine:
-        """The engine the store runs on (the caller's; for backdoor tests and tools)."""
-        return self._engine
-
-    # -- plumbing -----------------------------------------------------------------------
-
-    def _check_open(self) -> None:
-        if self._closed:
-            raise StoreUnavailableError("the store is closed", operation="closed")
-
-    def _unavailable(self, operation: str, error: BaseException) -> StoreUnavailableError:
-        return StoreUnavailableError(
-            f"SQL store {operation} failed: {type(error).__name__}: {error}",
-            operation=operation,
-            sqlstate=sqlstate(error),
-        )
-
-    def _retrying(self, operation: str, attempt: Callable[[], _T]) -> _T:
-        """Run the transaction *attempt*, again when the database aborts it as a lost
-        race (:mod:`.races`); driver errors become :class:`StoreUnavailableError`, and
-        a commit that keeps losing raises :class:`ConflictError`."""
-        for tries in range(1, ATTEMPTS + 1):
-            try:
-                return attempt()
-            except self._errors as error:
-                if not lost_race(error):
-                    raise self._unavailable(operation, error) from error
-                if tries < ATTEMPTS:
-                    with self._count_lock:
-                        self.retries += 1
-                    pause(tries)
-                    continue
-                if operation != "commit":
-                    raise self._unavailable(operation, error) from error
-                raise ConflictError(
-                    f"commit lost {ATTEMPTS} races in a row ({sqlstate(error)}): "
-                    f"{type(error).__name__}",
-                    key=None,
-                    expected=None,
-                    actual=None,
-                    sqlstate=sqlstate(error),
-                ) from error
-        raise AssertionError("unreachable")  # pragma: no cover
-
-    def _write(self) -> contextlib.AbstractContextManager[Session]:
-        """A write transaction (``BEGIN IMMEDIATE`` on SQLite); hold the write lock."""
-        if self._pinned is not None:
-            return self._pinned.transaction(atomic=True)
-        return transaction(self._engine, direct=self._direct)
-
-    def _read(self, *, atomic: bool) -> contextlib.AbstractContextManager[Session]:
-        """A read transaction, or (``atomic=False``) none, for a lone statement."""
-        if self._pinned is not None:
-            return self._pinned.transaction(atomic=atomic, read=True)
-        return transaction(self._engine, direct=self._direct, read=True, atomic=atomic)
-
-    def _lone(self) -> contextlib.AbstractContextManager[Session]:
-        """No transaction: every statement is its own (psycopg: in autocommit)."""
-        if self._pinned is not None:
-            return self._pinned.transaction(atomic=False)
-        return transaction(self._engine, direct=self._direct, atomic=False)
 
     # -- records -------------------------------------------------------------------------
 
@@ -328,10 +216,6 @@ class SqlWorkflowStore(WorkflowStore):
             self._decoded.remember((row["kind"], row["key"]), row["data"], record)
         self._count()
 
-    def _count(self) -> None:
-        with self._count_lock:
-            self.commits += 1
-
     # -- queue ---------------------------------------------------------------------------
 
     def lease(
@@ -344,8 +228,8 @@ class SqlWorkflowStore(WorkflowStore):
     ) -> list[Delivery]:
         """Lease up to *limit* due messages, earliest ``due`` first (or in *ids* order).
 
-        A message that does not decode raises :class:`CorruptRecordError` and leases
-        nothing (the transaction is rolled back)."""
+        A picked message that does not decode is moved to the dead letters in the same
+        transaction (see :mod:`.dead`) and the rest of the batch is leased."""
         self._check_open()
         if limit <= 0:
             return []
@@ -359,19 +243,24 @@ class SqlWorkflowStore(WorkflowStore):
         def attempt() -> list[Delivery]:
             with self._write_lock, self._write() as session:
                 rows = pick(session, self._sql, ids, now, limit)
-                # Decoded before granting: a corrupt message leases nothing.
-                out = deliveries([(i, data, n + 1) for i, data, n in rows], until)
-                if rows:
-                    grants = [{"b_id": row[0], "u_owner": worker, "u_until": until} for row in rows]
+                # Decoded before granting: a corrupt message is not handed out.
+                out, undecodable = deliveries([(i, data, n + 1) for i, data, n in rows], until)
+                self._dead.move(session, undecodable, at=now, extra=1)
+                if out:
+                    grants = [
+                        {"b_id": d.message.id, "u_owner": worker, "u_until": until} for d in out
+                    ]
                     session.run_many(self._sql.grant, grants)
+            self._report_dead(undecodable)
             return out
 
         return self._retrying("lease", attempt)
 
     def _lease_one(self, worker: str, limit: int, now: float, until: float) -> list[Delivery]:
         """PostgreSQL: pick and grant in one statement, in autocommit (one round trip).
-        A message that does not decode has its grant undone (the whole batch's) before
-        :class:`CorruptRecordError` is raised, so it leases nothing, as elsewhere."""
+        A message that does not decode is then moved to the dead letters in a
+        transaction of its own (were it to fail, the lease runs out and the next lease
+        moves it)."""
         sql = self._sql.lease_one
         assert sql is not None
 
@@ -382,13 +271,22 @@ class SqlWorkflowStore(WorkflowStore):
                     session, sql, worker=worker, limit=limit, now=now, until=until
                 )
 
-        rows = self._retrying("lease", attempt)
-        try:
-            return deliveries(rows, until)
-        except CorruptRecordError:
-            undo = [{"b_id": row[0], "b_owner": worker} for row in rows]
-            self._write_many("lease", self._sql.ungrant, undo)
-            raise
+        out, undecodable = deliveries(self._retrying("lease", attempt), until)
+        if undecodable:
+
+            def move() -> None:
+                with self._write() as session:
+                    self._dead.move(session, undecodable, at=now, extra=0)
+
+            self._retrying("lease", move)
+            self._report_dead(undecodable)
+        return out
+
+    def _report_dead(self, undecodable: Sequence[tuple[str, str]]) -> None:
+        for message_id, reason in undecodable:
+            log.error(
+                "message %s does not decode (%s): moved to the dead letters", message_id, reason
+            )
 
     def ack(self, ids: Iterable[str]) -> None:
         """Delete the messages *ids*; unknown ids are ignored."""
@@ -412,17 +310,6 @@ class SqlWorkflowStore(WorkflowStore):
         if params:
             self._write_many("extend", self._sql.extend, params)
 
-    def _write_many(
-        self, operation: str, prepared: Any, params: list[dict[str, Any]], *, notify: bool = False
-    ) -> None:
-        def attempt() -> None:
-            with self._write_lock, self._write() as session:
-                session.run_many(prepared, params)
-                if notify and self._sql.notify is not None:
-                    session.run(self._sql.notify, {})
-
-        self._retrying(operation, attempt)
-
     def next_due(self) -> float | None:
         """``MIN(due)`` over the queue, ``None`` when it is empty."""
         self._check_open()
@@ -445,7 +332,27 @@ class SqlWorkflowStore(WorkflowStore):
                     rows = session.rows(sql.queued_action, {"action": action_id})
         except self._errors as error:
             raise self._unavailable("queued", error) from error
-        return [decode_message(message_id, data) for message_id, data in rows]
+        return decodable(rows)
+
+    def dead_letters(self) -> list[DeadLetter]:
+        """Every dead letter (see :mod:`.dead`), oldest first, then by id."""
+        self._check_open()
+        try:
+            with self._read_lock, self._read(atomic=False) as session:
+                return self._dead.read(session)
+        except self._errors as error:
+            raise self._unavailable("dead_letters", error) from error
+
+    def drop_dead_letters(self, ids: Iterable[str]) -> int:
+        """Forget the dead letters *ids*; how many there were."""
+        self._check_open()
+        wanted = list(ids)
+
+        def attempt() -> int:
+            with self._write_lock, self._write() as session:
+                return self._dead.drop_all(session, wanted)
+
+        return self._retrying("drop_dead_letters", attempt)
 
     def find_actions(self, query: ActionQuery) -> list[ActionRecord]:
         """Actions matching *query* via the indexed columns, by ``created_at`` then id."""
