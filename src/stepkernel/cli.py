@@ -306,9 +306,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     verb("inspect", cmd_inspect, "counts of actions by status, queued messages, next due time")
 
-    dead = verb(
-        "dead-letters", cmd_dead_letters, "list queued messages set aside as undecodable"
-    )
+    dead = verb("dead-letters", cmd_dead_letters, "list queued messages set aside as undecodable")
     dead.add_argument("--drop", action="append", metavar="ID", help="forget this dead letter")
     return parser
 

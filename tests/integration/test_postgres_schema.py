@@ -23,6 +23,7 @@ from stepkernel.adapters.sql import (
     server_engine,
     upgrade_ddl,
 )
+from stepkernel.domain.encoding import encode_message, encode_record
 from stepkernel.domain.errors import StoreError
 from stepkernel.domain.records import ACHIEVEMENT, key_of
 from stepkernel.ports.store import Commit
@@ -128,10 +129,17 @@ def _install_version_1(engine: sqlalchemy.Engine) -> None:
         for statement in ddl("postgresql"):
             conn.exec_driver_sql(statement)
         conn.exec_driver_sql("DROP TABLE sk_dead_messages")
+        conn.exec_driver_sql("ALTER TABLE sk_records DROP COLUMN callbacks")  # and its index
+        conn.exec_driver_sql(
+            "INSERT INTO sk_records (kind, key, version, data) VALUES (%(kind)s, %(key)s, 1, %(data)s)",
+            {"kind": "achievement", "key": "kept", "data": encode_record(achievement("kept"))},
+        )
+        conn.exec_driver_sql(
+            "INSERT INTO sk_messages (id, kind, action_id, data, available_at, lease_until, "
+            "deliveries, due) VALUES ('m1', 'run', 'a1', %(data)s, 0, 0, 0, 0)",
+            {"data": encode_message(queued_message("m1", at=0.0))},
+        )
     _set_version(engine, 1)
-    store = SqlWorkflowStore(engine, create=False)
-    store.commit(Commit(writes=[achievement("kept")], enqueue=[queued_message("m1", at=0.0)]))
-    store.close()
 
 
 def test_version_1_is_upgraded_by_hand_with_the_published_statements(

@@ -8,6 +8,7 @@ each other's data and the shared database is left as it was found.
 
 from __future__ import annotations
 
+import json
 import random
 import threading
 import time
@@ -628,3 +629,38 @@ def test_unreadable_action_is_replaced_and_reindexed(
     assert [r.id for r in store.find_actions(ActionQuery(name="unreadable"))] == [damaged]
     assert store.find_actions(ActionQuery(name="tree", root_id=damaged)) == []
     assert {app.get(h).status for h in healthy} == {ActionStatus.SUCCEEDED}
+
+
+# -- the callbacks index -----------------------------------------------------------------------
+
+
+def test_callbacks_index_is_built_once_for_actions_an_older_store_wrote(
+    client: redis.Redis, store: RedisWorkflowStore
+) -> None:
+    """Actions written before ``x:after`` existed (index entries without the callbacks
+    state, no index marker) are indexed by the first store that binds to the prefix, so
+    ``find_actions(callbacks="pending")`` -- the recovery sweep's query -- finds them;
+    committing over such an old entry keeps every index right."""
+    owing, done = (action(i, status=ActionStatus.SUCCEEDED) for i in ("owing", "done"))
+    store.commit(Commit(writes=[owing, done]))
+    owing, done = bump(owing, callbacks="pending"), bump(done, callbacks="ok")
+    store.commit(Commit(writes=[owing, done]))
+    keys = store.keys
+    client.delete(keys.index_after, keys.index_version)  # as an older stepkernel left it
+    for action_id in ("owing", "done"):
+        entry = json.loads(client.hget(keys.index_meta, action_id) or "[]")
+        client.hset(keys.index_meta, action_id, json.dumps(entry[:6]))
+    again = RedisWorkflowStore(client, prefix=keys.prefix, clock=FakeClock())
+    pending = ActionQuery(callbacks="pending")
+    assert [r.id for r in again.find_actions(pending)] == ["owing"]
+    assert client.get(keys.index_version) == b"2"
+    again.commit(Commit(writes=[bump(owing, callbacks="ok")]))
+    assert again.find_actions(pending) == []
+    assert client.zcard(keys.index_after) == 0
+    late = action("late", status=ActionStatus.SUCCEEDED)  # an old entry, not owing yet
+    again.commit(Commit(writes=[late]))
+    entry = json.loads(client.hget(keys.index_meta, "late") or "[]")
+    client.hset(keys.index_meta, "late", json.dumps(entry[:6]))
+    again.commit(Commit(writes=[bump(late, callbacks="pending")]))
+    assert [r.id for r in again.find_actions(pending)] == ["late"]
+    assert [r.id for r in again.find_actions(ActionQuery(callbacks="ok"))] == ["done", "owing"]

@@ -158,3 +158,46 @@ def test_recover_ignores_an_action_that_moved_during_the_sweep() -> None:
     assert store.app is None  # the action did move during the sweep
     drain(app)
     assert app.get(root.id or "").status is ActionStatus.SUCCEEDED
+
+
+class _QuerySpy(InMemoryWorkflowStore):
+    """Remembers every ``find_actions`` query."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.queries: list[ActionQuery] = []
+
+    def find_actions(self, query: ActionQuery) -> list[ActionRecord]:
+        self.queries.append(query)
+        return super().find_actions(query)
+
+
+def test_recover_recreates_lost_after_callbacks_reading_only_actions_that_owe_them() -> None:
+    """A finished action whose after-callbacks message was lost gets it back and its
+    callback runs; the sweep asks the store only for finished actions still owing
+    callbacks (an indexed query), never for every finished action."""
+    reg = _registry()
+    ran: list[str] = []
+    reg.action(Spot, "noted", steps=[lambda step, spot: None]).after("succeeded")(
+        lambda action, spot: ran.append(action.id)
+    )
+    store = _QuerySpy()
+    app = App(reg, store)
+    plain = [app.invoke_later(Spot(n), "leaf").id for n in range(5)]
+    drain(app)
+    noted = app.invoke_later(Spot(9), "noted").id or ""
+    while app.get(noted).status is not ActionStatus.SUCCEEDED:
+        app.run_pending(limit=1)
+    assert [m.kind.value for m in store.queued()] == ["after"]
+    _lose_queue(app)
+    store.queries.clear()
+    assert app.recover() == 1
+    finished_queries = [
+        q for q in store.queries if q.statuses and ActionStatus.SUCCEEDED in q.statuses
+    ]
+    assert finished_queries
+    assert all(q.callbacks == "pending" for q in finished_queries)
+    drain(app)
+    assert ran == [noted]
+    assert all(app.get(i or "").status is ActionStatus.SUCCEEDED for i in plain)
+    assert app.recover() == 0

@@ -36,6 +36,7 @@ from stepkernel.domain.records import (
     Tombstone,
     key_of,
 )
+from stepkernel.domain.status import ActionStatus
 from stepkernel.ports.clock import Clock
 from stepkernel.ports.store import ActionQuery, Commit, WorkflowStore
 from stepkernel.testing import FakeClock
@@ -78,23 +79,32 @@ def test_create_schema_is_idempotent(store: SqlWorkflowStore) -> None:
 
 
 def test_version_1_schema_is_upgraded_on_open(engine: sqlalchemy.Engine) -> None:
-    """A database at schema version 1 (before dead letters) is upgraded by a store
-    opened with ``create=True``: the new table appears, the version moves to
-    :data:`SCHEMA_VERSION`, the records and queue are untouched."""
+    """A database at schema version 1 is upgraded by a store opened with
+    ``create=True``: the new table and column appear, the version moves to
+    :data:`SCHEMA_VERSION`, the records and queue are untouched, and queries on the new
+    column still find the older rows."""
     create_schema(engine)
-    with engine.begin() as conn:
-        conn.exec_driver_sql("DROP TABLE sk_dead_messages")
-        conn.execute(meta.update().values(value="1"))
     old = SqlWorkflowStore(engine, create=False, clock=FakeClock())
     old.commit(Commit(writes=[achievement("k1")], enqueue=[Message.run("a1", 0, 0, 0.0)]))
+    owing, done = (action(i, status=ActionStatus.SUCCEEDED) for i in ("owing", "done"))
+    old.commit(Commit(writes=[owing, done]))
+    old.commit(Commit(writes=[bump(owing, callbacks="pending"), bump(done, callbacks="ok")]))
+    with engine.begin() as conn:  # back to version 1
+        conn.exec_driver_sql("DROP TABLE sk_dead_messages")
+        conn.exec_driver_sql("DROP INDEX ix_sk_records_callbacks")
+        conn.exec_driver_sql("ALTER TABLE sk_records DROP COLUMN callbacks")
+        conn.execute(meta.update().values(value="1"))
     with pytest.raises(StoreError, match="upgrade_ddl"):
         check_schema(engine)
     store = SqlWorkflowStore(engine, clock=FakeClock())
     check_schema(engine)
     assert sqlalchemy.inspect(engine).has_table("sk_dead_messages")
+    assert "callbacks" in {c["name"] for c in sqlalchemy.inspect(engine).get_columns("sk_records")}
     assert store.load([(ACHIEVEMENT, "k1")])[(ACHIEVEMENT, "k1")] == achievement("k1")
     assert [m.id for m in store.queued()] == ["run:a1:0:0"]
     assert store.dead_letters() == []
+    # Rows from before the upgrade have no callbacks column value: decided decoded.
+    assert [r.id for r in store.find_actions(ActionQuery(callbacks="pending"))] == ["owing"]
 
 
 def test_upgrade_ddl_renders_each_step_and_refuses_unknown_versions() -> None:
@@ -103,6 +113,7 @@ def test_upgrade_ddl_renders_each_step_and_refuses_unknown_versions() -> None:
     version it cannot upgrade."""
     statements = upgrade_ddl("sqlite", 1)
     assert statements[0].startswith("CREATE TABLE sk_dead_messages")
+    assert "ALTER TABLE sk_records ADD COLUMN callbacks VARCHAR(16)" in statements
     assert statements[-1].startswith("UPDATE sk_meta SET value='2'")
     assert upgrade_ddl("sqlite", SCHEMA_VERSION) == []
     for version in (0, SCHEMA_VERSION + 1):

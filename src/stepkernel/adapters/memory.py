@@ -217,7 +217,7 @@ class InMemoryWorkflowStore(WorkflowStore):
             found = [
                 r
                 for k, r in self._records.items()
-                if k[0] == ACTION and isinstance(r, ActionRecord) and _matches(r, query)
+                if k[0] == ACTION and isinstance(r, ActionRecord) and query.matches(r)
             ]
         found.sort(key=lambda r: (r.created_at, r.id))
         return found if query.limit is None else found[: max(query.limit, 0)]
@@ -239,13 +239,3 @@ def _check(key: RecordKey, expected: int, current: Record | None) -> None:
             expected=expected,
             actual=actual,
         )
-
-
-def _matches(record: ActionRecord, query: ActionQuery) -> bool:
-    return (
-        (query.root_id is None or record.root_id == query.root_id)
-        and (query.statuses is None or record.status in query.statuses)
-        and (query.actor_type is None or record.actor_type == query.actor_type)
-        and (query.actor_key is None or record.actor_key == query.actor_key)
-        and (query.name is None or record.name == query.name)
-    )

@@ -108,7 +108,22 @@ class ActionQuery:
     actor_type: str | None = None
     actor_key: str | None = None
     name: str | None = None
+    callbacks: str | None = None
+    """The after-callbacks state (``"none"``, ``"pending"``, ``"ok"``, ``"failed"``);
+    stores index ``"pending"`` so the recovery sweep finds finished actions still owing
+    callbacks without reading every finished action."""
     limit: int | None = None
+
+    def matches(self, record: ActionRecord) -> bool:
+        """Whether *record* passes every filter given (``limit`` aside)."""
+        return (
+            (self.root_id is None or record.root_id == self.root_id)
+            and (self.statuses is None or record.status in self.statuses)
+            and (self.actor_type is None or record.actor_type == self.actor_type)
+            and (self.actor_key is None or record.actor_key == self.actor_key)
+            and (self.name is None or record.name == self.name)
+            and (self.callbacks is None or record.callbacks == self.callbacks)
+        )
 
 
 class WorkflowStore(ABC):

@@ -30,7 +30,8 @@ def missing_wakeups(store: WorkflowStore) -> list[Message]:
     """
     now = store.now()
     unfinished = store.find_actions(ActionQuery(statuses=frozenset({ActionStatus.PERFORMING})))
-    finished = store.find_actions(ActionQuery(statuses=_FINISHED))
+    # Indexed: only finished actions still owing callbacks, never every finished one.
+    finished = store.find_actions(ActionQuery(statuses=_FINISHED, callbacks="pending"))
     queued = store.queued()
     queued_ids = {m.id for m in queued}
     queued_kinds: dict[str, set[MessageKind]] = {}

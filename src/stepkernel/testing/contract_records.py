@@ -260,6 +260,27 @@ class RecordContract(ContractBase):
         both = ActionQuery(actor_type="Car", name="dns")
         assert [r.id for r in store.find_actions(both)] == ["r3"]
 
+    def test_find_actions_by_callbacks_state(self, store: WorkflowStore) -> None:
+        """``callbacks`` filters on the after-callbacks state and follows its changes
+        (what the recovery sweep asks: finished actions still owing callbacks), alone,
+        with ``statuses`` and with ``limit``."""
+        finished = ActionStatus.SUCCEEDED
+        created = [action(f"o{n}", status=finished, created_at=float(n)) for n in range(3)]
+        first_done = action("done", status=finished, created_at=1.5)
+        store.commit(Commit(writes=[*created, first_done, action("idle")]))
+        owing = [bump(record, callbacks="pending") for record in created]
+        store.commit(Commit(writes=[*owing, bump(first_done, callbacks="ok")]))
+        pending = ActionQuery(callbacks="pending")
+        assert [r.id for r in store.find_actions(pending)] == ["o0", "o1", "o2"]
+        with_status = ActionQuery(statuses=frozenset({finished}), callbacks="pending", limit=2)
+        assert [r.id for r in store.find_actions(with_status)] == ["o0", "o1"]
+        assert [r.id for r in store.find_actions(ActionQuery(callbacks="ok"))] == ["done"]
+        store.commit(Commit(writes=[bump(owing[1], callbacks="failed")]))
+        assert [r.id for r in store.find_actions(pending)] == ["o0", "o2"]
+        store.commit(Commit(deletes=[Tombstone(key=key_of(owing[0]), version=2)]))
+        assert [r.id for r in store.find_actions(pending)] == ["o2"]
+        assert [r.id for r in store.find_actions(ActionQuery(callbacks="none"))] == ["idle"]
+
     def test_find_actions_limit(self, store: WorkflowStore) -> None:
         """``limit`` keeps the first matches in order."""
         self._actions(store)

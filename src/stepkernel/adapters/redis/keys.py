@@ -17,6 +17,11 @@ key                                    type                holds
                                                            ``n`` deliveries, ``o`` owner
 ``{p}:qa:<action id>``                 set                 queued message ids per action
 ``{p}:x:meta``                         hash                action id -> its index entry
+``{p}:x:after``                        sorted set          actions owing after callbacks
+                                                           (callbacks ``pending``) ->
+                                                           created_at
+``{p}:x:version``                      string              ``2`` once ``x:after`` covers
+                                                           every action (see the store)
 ``{p}:dead``                           hash                message id -> dead letter JSON
                                                            (see :mod:`.dead`)
 ``{p}:x:all``                          sorted set          every action id -> created_at
@@ -44,7 +49,16 @@ INDEX_FIELDS = ("status", "root", "type", "key", "name")
 class Keyspace:
     """Key names for one store prefix (validated: non-empty, no braces)."""
 
-    __slots__ = ("base", "due", "epoch", "index_all", "index_meta", "prefix")
+    __slots__ = (
+        "base",
+        "due",
+        "epoch",
+        "index_after",
+        "index_all",
+        "index_meta",
+        "index_version",
+        "prefix",
+    )
 
     def __init__(self, prefix: str) -> None:
         if not isinstance(prefix, str):
@@ -60,6 +74,8 @@ class Keyspace:
         self.due = self.base + "due"
         self.index_meta = self.base + "x:meta"
         self.index_all = self.base + "x:all"
+        self.index_after = self.base + "x:after"
+        self.index_version = self.base + "x:version"
 
     def record(self, key: RecordKey) -> str:
         """The key holding record *key* (``(kind, id)``)."""

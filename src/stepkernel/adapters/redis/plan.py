@@ -39,8 +39,9 @@ def split_value(value: str) -> tuple[int | None, str]:
 
 
 def index_entry(record: ActionRecord) -> str:
-    """The action's secondary-index entry: ``created_at`` (exact, as text) then the
-    indexed fields in :data:`~stepkernel.adapters.redis.keys.INDEX_FIELDS` order."""
+    """The action's secondary-index entry: ``created_at`` (exact, as text), the indexed
+    fields in :data:`~stepkernel.adapters.redis.keys.INDEX_FIELDS` order, then the
+    callbacks state (indexed only when ``"pending"``: ``{p}:x:after``)."""
     return _dumps(
         [
             repr(float(record.created_at)),
@@ -49,6 +50,7 @@ def index_entry(record: ActionRecord) -> str:
             record.actor_type,
             record.actor_key,
             record.name,
+            record.callbacks,
         ]
     )
 

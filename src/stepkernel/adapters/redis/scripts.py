@@ -143,6 +143,16 @@ local function reindex(aid, entry)
       if new then redis.call('ZADD', p .. 'x:' .. FIELDS[f] .. ':' .. now, new[1], aid) end
     end
   end
+  -- Actions owing callbacks (entry element 7 is the callbacks state), a sparse index;
+  -- an entry written by an older stepkernel has no state: it may have been indexed.
+  local had = old ~= nil and old[7] == 'pending'
+  local maybe = had or (old ~= nil and old[7] == nil)
+  local now_after = new ~= nil and new[7] == 'pending'
+  if not now_after and (maybe or not new) then
+    redis.call('ZREM', p .. 'x:after', aid)
+  elseif now_after and (moved or not had) then
+    redis.call('ZADD', p .. 'x:after', new[1], aid)
+  end
   if new then
     if moved then redis.call('ZADD', p .. 'x:all', new[1], aid) end
     redis.call('HSET', meta, aid, entry)

@@ -59,6 +59,7 @@ from stepkernel.domain.encoding import decode_message, decode_record
 from stepkernel.domain.errors import CorruptRecordError, InvalidInputError, StoreUnavailableError
 from stepkernel.domain.messages import Message
 from stepkernel.domain.records import ACTION, ActionRecord, Record, RecordKey
+from stepkernel.domain.status import ActionStatus
 from stepkernel.ports.clock import Clock, SystemClock
 from stepkernel.ports.store import ActionQuery, Commit, DeadLetter, Delivery, WorkflowStore
 
@@ -199,7 +200,35 @@ class RedisWorkflowStore(WorkflowStore):
                     raise data_lost(self._space.prefix, None, None)
                 self._token = _text(found)
                 self._check_server()
+                self._index_callbacks()
             return self._token
+
+    def _index_callbacks(self) -> None:
+        """Once per prefix: put the finished actions owing callbacks that a store of
+        an older stepkernel wrote (their index entries lack the callbacks state) into
+        ``x:after``, then mark the index complete.  Idempotent; a member added from a
+        stale read is harmless (``find_actions`` filters every record it fetches)."""
+        space = self._space
+        try:
+            done = self._client.get(space.index_version)
+        except RedisError as error:
+            raise unavailable("bind", error) from error
+        self._count(1)
+        if done is not None:
+            return
+        finished = frozenset(status for status in ActionStatus if status.terminal)
+        owing = [
+            record
+            for record in self.find_actions(ActionQuery(statuses=finished))
+            if record.callbacks == "pending"
+        ]
+        try:
+            if owing:
+                self._client.zadd(space.index_after, {r.id: float(r.created_at) for r in owing})
+            self._client.set(space.index_version, "2")
+        except RedisError as error:
+            raise unavailable("bind", error) from error
+        self._count(2 if owing else 1)
 
     def _check_server(self) -> None:
         """Warn (once per store) about server settings that lose data; best effort."""
@@ -402,9 +431,10 @@ class RedisWorkflowStore(WorkflowStore):
         """Actions matching *query*, by ``created_at`` then id.
 
         The script intersects the secondary indexes of the fields given (``root_id``,
-        ``actor_type``, ``actor_key``, ``name``), or takes the union of the ``statuses``
-        indexes when no other field is given, or every action; the records are then
-        fetched and filtered on every field."""
+        ``actor_type``, ``actor_key``, ``name``, and ``callbacks`` when it is
+        ``"pending"``), or takes the union of the ``statuses`` indexes when no other
+        field is given, or every action; the records are then fetched and filtered on
+        every field."""
         self._check_open()
         limit = query.limit
         if (limit is not None and limit <= 0) or query.statuses == frozenset():
@@ -420,6 +450,8 @@ class RedisWorkflowStore(WorkflowStore):
             )
             if value is not None
         ]
+        if query.callbacks == "pending":  # other states are not indexed: filtered below
+            conjunct.append(space.index_after)
         if conjunct:
             ids = self._run("find_actions", FIND, ["inter", *conjunct])
         elif query.statuses is not None:
@@ -438,7 +470,7 @@ class RedisWorkflowStore(WorkflowStore):
                 if value is None:
                     continue  # deleted since the ids were read
                 record = self._decode(key, _text(value))
-                if isinstance(record, ActionRecord) and _matches(record, query):
+                if isinstance(record, ActionRecord) and query.matches(record):
                     found.append(record)
             if limit is not None and len(found) >= limit:
                 break
@@ -453,16 +485,6 @@ class RedisWorkflowStore(WorkflowStore):
         if self._owned:
             with contextlib.suppress(RedisError):
                 self._client.close()
-
-
-def _matches(record: ActionRecord, query: ActionQuery) -> bool:
-    return (
-        (query.root_id is None or record.root_id == query.root_id)
-        and (query.statuses is None or record.status in query.statuses)
-        and (query.actor_type is None or record.actor_type == query.actor_type)
-        and (query.actor_key is None or record.actor_key == query.actor_key)
-        and (query.name is None or record.name == query.name)
-    )
 
 
 def _split_url(url: str) -> tuple[str, str | None]:

@@ -5,17 +5,16 @@ extra (psycopg 3).  :func:`sqlite_engine` and :func:`server_engine` build engine
 store is tuned for.
 """
 
-from stepkernel.adapters.sql.schema import (
-    SCHEMA_VERSION,
+from stepkernel.adapters.sql.schema import SCHEMA_VERSION, metadata
+from stepkernel.adapters.sql.server import server_engine
+from stepkernel.adapters.sql.store import SqlWorkflowStore, sqlite_engine
+from stepkernel.adapters.sql.versions import (
     UPGRADES,
     check_schema,
     create_schema,
     ddl,
-    metadata,
     upgrade_ddl,
 )
-from stepkernel.adapters.sql.server import server_engine
-from stepkernel.adapters.sql.store import SqlWorkflowStore, sqlite_engine
 
 __all__ = [
     "SCHEMA_VERSION",

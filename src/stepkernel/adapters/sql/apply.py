@@ -115,6 +115,7 @@ _UPDATE_PARAMS = itemgetter(
     "u_version",
     "u_data",
     "u_status",
+    "u_callbacks",
     "b_kind",
     "b_key",
     "b_prev",

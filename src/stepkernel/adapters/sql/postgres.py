@@ -66,7 +66,7 @@ def single_commit_sql(dialect: Dialect, shape: SingleShape) -> str:
     with :data:`CHECK_FAILED_SQLSTATE` and, run on its own (autocommit), changes nothing.
     With *notify* it also runs ``pg_notify`` (sent when the statement commits).
     Parameters, in order: per delete ``kind, key, prev``; per update ``version, data,
-    status, kind, key, prev`` and the identity columns; the inserted records' columns
+    status, callbacks, kind, key, prev`` and the identity columns; the inserted records' columns
     (row by row, or one array per column); the acknowledged ids (one by one, or an
     array); the enqueued messages' columns; with :data:`ARRAYS` inserts, last, the
     number of inserted records.
@@ -85,7 +85,8 @@ def single_commit_sql(dialect: Dialect, shape: SingleShape) -> str:
     for n in range(updates):
         parts.append(
             f"u{n} AS (UPDATE {r} SET {version} = %s, {quote('data')} = %s, "
-            f"{quote('status')} = %s WHERE {where}{identity} RETURNING 1)"
+            f"{quote('status')} = %s, {quote('callbacks')} = %s WHERE {where}{identity} "
+            "RETURNING 1)"
         )
         counted.append(f"(SELECT count(*) FROM u{n})")
     if inserts:

@@ -98,6 +98,7 @@ class CommitPlan:
                         "u_version": row["version"],
                         "u_data": row["data"],
                         "u_status": row["status"],
+                        "u_callbacks": row["callbacks"],
                     }
                 )
         self.updates.sort(key=_by_key)
@@ -169,6 +170,7 @@ def record_row(key: RecordKey, record: Record) -> dict[str, Any]:
         "actor_key": None,
         "name": None,
         "created_at": None,
+        "callbacks": None,
     }
     if isinstance(record, ActionRecord):
         row["root_id"] = record.root_id
@@ -177,6 +179,7 @@ def record_row(key: RecordKey, record: Record) -> dict[str, Any]:
         row["actor_key"] = record.actor_key
         row["name"] = record.name
         row["created_at"] = float(record.created_at)
+        row["callbacks"] = record.callbacks
     check_bounds("sk_records", row, _RECORD_LIMITS)
     return row
 

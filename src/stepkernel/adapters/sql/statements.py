@@ -211,6 +211,7 @@ class Statements:
                 version=bindparam("u_version"),
                 data=bindparam("u_data"),
                 status=bindparam("u_status"),
+                callbacks=bindparam("u_callbacks"),
             )
         )
         self.delete = prepare(
@@ -431,7 +432,9 @@ def actions_query(query: ActionQuery) -> Select[Any]:
         stmt = stmt.where(r.c.actor_key == query.actor_key)
     if query.name is not None:
         stmt = stmt.where(r.c.name == query.name)
+    if query.callbacks is not None:  # NULL: written by schema version 1, filtered decoded
+        stmt = stmt.where(or_(r.c.callbacks == query.callbacks, r.c.callbacks.is_(None)))
     stmt = stmt.order_by(r.c.created_at, r.c.key)
-    if query.limit is not None:
+    if query.limit is not None and query.callbacks is None:  # else: limited once filtered
         stmt = stmt.limit(max(query.limit, 0))
     return stmt

@@ -40,9 +40,9 @@ from stepkernel.adapters.sql.engine import (
 from stepkernel.adapters.sql.leasing import Row, deliveries, pick, pick_and_grant
 from stepkernel.adapters.sql.plumbing import SqlPlumbing
 from stepkernel.adapters.sql.rows import CommitPlan
-from stepkernel.adapters.sql.schema import create_schema
 from stepkernel.adapters.sql.session import DirectSession, core_rows
 from stepkernel.adapters.sql.statements import CHUNK, actions_query, chunks, group_keys
+from stepkernel.adapters.sql.versions import create_schema
 from stepkernel.domain.encoding import decode_record
 from stepkernel.domain.messages import Message
 from stepkernel.domain.records import ACTION, ActionRecord, Record, RecordKey
@@ -368,6 +368,10 @@ class SqlWorkflowStore(SqlPlumbing, WorkflowStore):
             record = decode_record((ACTION, key), data, version=int(version))
             if isinstance(record, ActionRecord):
                 found.append(record)
+        if query.callbacks is not None:  # rows of schema version 1 have no column to match
+            found = [record for record in found if record.callbacks == query.callbacks]
+            if query.limit is not None:
+                found = found[: max(query.limit, 0)]
         return found
 
     def wait_for_work(self, timeout: float) -> None:
