@@ -21,6 +21,7 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 from stepkernel import (
+    ActionStatus,
     ActionTree,
     App,
     InvalidInputError,
@@ -173,15 +174,15 @@ def cmd_prune(args: argparse.Namespace) -> int:
 def cmd_inspect(args: argparse.Namespace) -> int:
     with _opened(args) as app:
         store = app.store
-        actions = store.find_actions(ActionQuery())
-        by_status = Counter(a.status.value for a in actions)
+        by_status = Counter({s.value: n for s, n in store.count_actions().items()})
+        performing = store.find_actions(ActionQuery(statuses=frozenset({ActionStatus.PERFORMING})))
         queued = store.queued()
         by_kind = Counter(m.kind.value for m in queued)
         now = store.now()
         due = store.next_due()
-        waiting = [a.id for a in actions if a.awaiting_completion and not a.status.terminal]
+        waiting = [a.id for a in performing if a.awaiting_completion]
         print(f"store: {args.db}")
-        print(f"actions: {len(actions)}" + _counts(by_status))
+        print(f"actions: {by_status.total()}" + _counts(by_status))
         print(f"queued messages: {len(queued)}" + _counts(by_kind))
         if due is None:
             print("next due: nothing queued")

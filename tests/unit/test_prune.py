@@ -8,6 +8,7 @@ import pytest
 from actors import Server, clock_of, records
 
 from stepkernel import ActionNotFoundError, ActionStatus, App, InvalidInputError, Registry
+from stepkernel.ports.store import ActionQuery
 from stepkernel.testing import drain
 
 
@@ -26,6 +27,21 @@ def test_prune_deletes_a_whole_finished_tree(reg: Registry, app: App) -> None:
     assert records(app) == {}
     with pytest.raises(ActionNotFoundError):
         app.get(root.id or "")
+
+
+def test_prune_takes_a_tree_that_finished_exactly_at_the_cutoff(reg: Registry, app: App) -> None:
+    """A tree created and finished at the very moment of the cutoff is old enough: the
+    query that finds candidates (created before the cutoff, an indexed range) keeps the
+    boundary, and a tree created a moment later is kept."""
+    _tree(reg)
+    app.invoke_now(Server(1), "root")
+    drain(app)
+    clock_of(app).advance(1)
+    later = app.invoke_now(Server(2), "root")
+    drain(app)
+    clock_of(app).advance(49)
+    assert app.prune(older_than=50) == 2
+    assert [r.id for r in app.find(ActionQuery(root_id=later.id))] != []
 
 
 def test_prune_keeps_recent_and_unfinished_trees(reg: Registry, app: App) -> None:

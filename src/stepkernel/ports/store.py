@@ -112,6 +112,9 @@ class ActionQuery:
     """The after-callbacks state (``"none"``, ``"pending"``, ``"ok"``, ``"failed"``);
     stores index ``"pending"`` so the recovery sweep finds finished actions still owing
     callbacks without reading every finished action."""
+    created_before: float | None = None
+    """Only actions created strictly before this store time (with ``statuses``, an
+    indexed range: what pruning old trees reads)."""
     limit: int | None = None
 
     def matches(self, record: ActionRecord) -> bool:
@@ -123,6 +126,7 @@ class ActionQuery:
             and (self.actor_key is None or record.actor_key == self.actor_key)
             and (self.name is None or record.name == self.name)
             and (self.callbacks is None or record.callbacks == self.callbacks)
+            and (self.created_before is None or record.created_at < self.created_before)
         )
 
 
@@ -180,6 +184,15 @@ class WorkflowStore(ABC):
     @abstractmethod
     def find_actions(self, query: ActionQuery) -> list[ActionRecord]:
         """Action records matching *query*, ordered by creation time then id."""
+
+    def count_actions(self) -> dict[ActionStatus, int]:
+        """How many actions the store holds per status (statuses with none left out).
+        The default reads every action; the bundled stores count through their status
+        index without reading a record."""
+        counts: dict[ActionStatus, int] = {}
+        for record in self.find_actions(ActionQuery()):
+            counts[record.status] = counts.get(record.status, 0) + 1
+        return counts
 
     def dead_letters(self) -> list[DeadLetter]:
         """Messages moved out of the queue because they did not decode, oldest first

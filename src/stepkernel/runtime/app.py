@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import math
 import random
 import threading
 import uuid
@@ -309,7 +310,10 @@ class App:
         callbacks.  One commit per tree; returns how many actions were deleted."""
         cutoff = self.store.now() - older_than
         deleted = 0
-        for root in self.store.find_actions(ActionQuery(statuses=_TERMINAL)):
+        # Created no later than the cutoff (an action finishes after it is created): an
+        # indexed range of old finished actions, not every finished action.
+        old = ActionQuery(statuses=_TERMINAL, created_before=math.nextafter(cutoff, math.inf))
+        for root in self.store.find_actions(old):
             if root.parent is not None or root.finished_at is None or root.finished_at > cutoff:
                 continue
             tree = self.store.find_actions(ActionQuery(root_id=root.id))

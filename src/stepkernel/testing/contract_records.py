@@ -281,6 +281,33 @@ class RecordContract(ContractBase):
         assert [r.id for r in store.find_actions(pending)] == ["o2"]
         assert [r.id for r in store.find_actions(ActionQuery(callbacks="none"))] == ["idle"]
 
+    def test_find_actions_created_before(self, store: WorkflowStore) -> None:
+        """``created_before`` keeps actions created strictly before it, alone and
+        combined with ``statuses`` or another field."""
+        self._actions(store)
+        before = ActionQuery(created_before=2.0)
+        assert [r.id for r in store.find_actions(before)] == ["r2", "r1"]
+        performing = frozenset({ActionStatus.PERFORMING})
+        with_status = ActionQuery(statuses=performing, created_before=2.5)
+        assert [r.id for r in store.find_actions(with_status)] == ["r2", "r1.0.1"]
+        with_root = ActionQuery(root_id="r1", created_before=2.0)
+        assert [r.id for r in store.find_actions(with_root)] == ["r1"]
+        assert store.find_actions(ActionQuery(created_before=0.5)) == []
+
+    def test_count_actions_per_status(self, store: WorkflowStore) -> None:
+        """``count_actions`` counts actions (not lanes or achievements) per status and
+        follows status changes and deletes."""
+        assert store.count_actions() == {}
+        self._actions(store)
+        pending, performing = ActionStatus.PENDING, ActionStatus.PERFORMING
+        assert store.count_actions() == {pending: 3, performing: 2}
+        [r3] = store.find_actions(ActionQuery(actor_type="Car"))
+        store.commit(Commit(writes=[bump(r3, status=performing)]))
+        assert store.count_actions() == {pending: 2, performing: 3}
+        r1 = store.find_actions(ActionQuery(root_id="r1"))[0]
+        store.commit(Commit(deletes=[Tombstone(key=key_of(r1), version=r1.version)]))
+        assert store.count_actions() == {pending: 1, performing: 3}
+
     def test_find_actions_limit(self, store: WorkflowStore) -> None:
         """``limit`` keeps the first matches in order."""
         self._actions(store)

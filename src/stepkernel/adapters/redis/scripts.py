@@ -24,6 +24,7 @@ __all__ = [
     "ACK",
     "ACK_LUA",
     "COMMIT",
+    "COUNT",
     "EXTEND",
     "FIND",
     "INIT",
@@ -278,6 +279,17 @@ return first[2]
 """,
 )
 
+COUNT = Script(
+    "count",
+    PRELUDE
+    + """
+-- ARGV[3..]: status index keys.  Returns each one's size, in order.
+local out = {}
+for i = 3, #ARGV do out[#out + 1] = redis.call('ZCARD', ARGV[i]) end
+return out
+""",
+)
+
 QUEUED = Script(
     "queued",
     PRELUDE
@@ -305,16 +317,25 @@ FIND = Script(
     "find",
     PRELUDE
     + """
--- ARGV[3]: 'inter', 'union' or 'all'; ARGV[4..]: index keys (all: the one of every
--- action).  Returns the matching action ids ordered by created_at, then id (every index
--- scores an action by its created_at, so MAX keeps that score exactly).
+-- ARGV[3]: 'inter', 'union' or 'all'; ARGV[4]: created_at bound ('+inf', or '(<t>' for
+-- strictly before t); ARGV[5..]: index keys (all: the one of every action).  Returns the
+-- matching action ids ordered by created_at, then id (every index scores an action by
+-- its created_at, so MAX keeps that score exactly).
 if ARGV[3] == 'all' then
-  return redis.call('ZRANGE', ARGV[4], 0, -1)
+  return redis.call('ZRANGE', ARGV[5], '-inf', ARGV[4], 'BYSCORE')
 end
-local command = {(ARGV[3] == 'inter') and 'ZINTER' or 'ZUNION', #ARGV - 3}
-for i = 4, #ARGV do command[#command + 1] = ARGV[i] end
+local command = {(ARGV[3] == 'inter') and 'ZINTER' or 'ZUNION', #ARGV - 4}
+for i = 5, #ARGV do command[#command + 1] = ARGV[i] end
 command[#command + 1] = 'AGGREGATE'
 command[#command + 1] = 'MAX'
-return redis.call(unpack(command))
+if ARGV[4] == '+inf' then return redis.call(unpack(command)) end
+command[#command + 1] = 'WITHSCORES'
+local scored = redis.call(unpack(command))
+local bound = tonumber(string.sub(ARGV[4], 2))
+local out = {}
+for i = 1, #scored, 2 do
+  if tonumber(scored[i + 1]) < bound then out[#out + 1] = scored[i] end
+end
+return out
 """,
 )

@@ -40,10 +40,12 @@ from stepkernel.adapters.redis.errors import (
     unavailable,
 )
 from stepkernel.adapters.redis.keys import Keyspace
+from stepkernel.adapters.redis.migrate import index_callbacks
 from stepkernel.adapters.redis.plan import CommitArgs, split_value
 from stepkernel.adapters.redis.scripts import (
     ACK,
     COMMIT,
+    COUNT,
     EXTEND,
     FIND,
     INIT,
@@ -204,31 +206,8 @@ class RedisWorkflowStore(WorkflowStore):
             return self._token
 
     def _index_callbacks(self) -> None:
-        """Once per prefix: put the finished actions owing callbacks that a store of
-        an older stepkernel wrote (their index entries lack the callbacks state) into
-        ``x:after``, then mark the index complete.  Idempotent; a member added from a
-        stale read is harmless (``find_actions`` filters every record it fetches)."""
-        space = self._space
-        try:
-            done = self._client.get(space.index_version)
-        except RedisError as error:
-            raise unavailable("bind", error) from error
-        self._count(1)
-        if done is not None:
-            return
-        finished = frozenset(status for status in ActionStatus if status.terminal)
-        owing = [
-            record
-            for record in self.find_actions(ActionQuery(statuses=finished))
-            if record.callbacks == "pending"
-        ]
-        try:
-            if owing:
-                self._client.zadd(space.index_after, {r.id: float(r.created_at) for r in owing})
-            self._client.set(space.index_version, "2")
-        except RedisError as error:
-            raise unavailable("bind", error) from error
-        self._count(2 if owing else 1)
+        """Once per prefix, complete the callbacks index (see :mod:`.migrate`)."""
+        self._count(index_callbacks(self._client, self._space, self.find_actions))
 
     def _check_server(self) -> None:
         """Warn (once per store) about server settings that lose data; best effort."""
@@ -414,6 +393,14 @@ class RedisWorkflowStore(WorkflowStore):
         messages.sort(key=lambda m: (m.available_at, m.id))
         return messages
 
+    def count_actions(self) -> dict[ActionStatus, int]:
+        """Actions per status: the sizes of the status indexes, nothing read."""
+        self._check_open()
+        statuses = list(ActionStatus)
+        keys = [self._space.index("status", status.value) for status in statuses]
+        sizes = self._run("count_actions", COUNT, keys)
+        return {status: int(n) for status, n in zip(statuses, sizes, strict=True) if int(n)}
+
     def dead_letters(self) -> list[DeadLetter]:
         """Every dead letter (see :mod:`.dead`), oldest first, then by id."""
         self._check_open()
@@ -452,15 +439,15 @@ class RedisWorkflowStore(WorkflowStore):
         ]
         if query.callbacks == "pending":  # other states are not indexed: filtered below
             conjunct.append(space.index_after)
+        bound = "+inf" if query.created_before is None else f"({query.created_before!r}"
         if conjunct:
-            ids = self._run("find_actions", FIND, ["inter", *conjunct])
+            ids = self._run("find_actions", FIND, ["inter", bound, *conjunct])
         elif query.statuses is not None:
             statuses = sorted(status.value for status in query.statuses)
-            ids = self._run(
-                "find_actions", FIND, ["union", *(space.index("status", s) for s in statuses)]
-            )
+            keys = [space.index("status", s) for s in statuses]
+            ids = self._run("find_actions", FIND, ["union", bound, *keys])
         else:
-            ids = self._run("find_actions", FIND, ["all", space.index_all])
+            ids = self._run("find_actions", FIND, ["all", bound, space.index_all])
         found: list[ActionRecord] = []
         wanted = [_text(i) for i in ids]
         for start in range(0, len(wanted), _CHUNK):

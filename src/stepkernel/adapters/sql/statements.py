@@ -417,6 +417,16 @@ def _insert_if_absent(
     return table.insert(), False
 
 
+def status_counts() -> Select[Any]:
+    """``SELECT status, count(*)`` of the actions, per status (the status index alone)."""
+    r = records
+    return (
+        select(r.c.status, func.count())
+        .where(r.c.kind == ACTION, r.c.status.is_not(None))
+        .group_by(r.c.status)
+    )
+
+
 def actions_query(query: ActionQuery) -> Select[Any]:
     """``SELECT key, version, data`` of the actions matching *query* through the indexed
     columns, ordered by ``created_at`` then key (built per call: filters vary)."""
@@ -432,6 +442,8 @@ def actions_query(query: ActionQuery) -> Select[Any]:
         stmt = stmt.where(r.c.actor_key == query.actor_key)
     if query.name is not None:
         stmt = stmt.where(r.c.name == query.name)
+    if query.created_before is not None:
+        stmt = stmt.where(r.c.created_at < query.created_before)
     if query.callbacks is not None:  # NULL: written by schema version 1, filtered decoded
         stmt = stmt.where(or_(r.c.callbacks == query.callbacks, r.c.callbacks.is_(None)))
     stmt = stmt.order_by(r.c.created_at, r.c.key)

@@ -41,11 +41,18 @@ from stepkernel.adapters.sql.leasing import Row, deliveries, pick, pick_and_gran
 from stepkernel.adapters.sql.plumbing import SqlPlumbing
 from stepkernel.adapters.sql.rows import CommitPlan
 from stepkernel.adapters.sql.session import DirectSession, core_rows
-from stepkernel.adapters.sql.statements import CHUNK, actions_query, chunks, group_keys
+from stepkernel.adapters.sql.statements import (
+    CHUNK,
+    actions_query,
+    chunks,
+    group_keys,
+    status_counts,
+)
 from stepkernel.adapters.sql.versions import create_schema
 from stepkernel.domain.encoding import decode_record
 from stepkernel.domain.messages import Message
 from stepkernel.domain.records import ACTION, ActionRecord, Record, RecordKey
+from stepkernel.domain.status import ActionStatus
 from stepkernel.ports.clock import Clock, SystemClock
 from stepkernel.ports.store import ActionQuery, Commit, DeadLetter, Delivery, WorkflowStore
 
@@ -373,6 +380,16 @@ class SqlWorkflowStore(SqlPlumbing, WorkflowStore):
             if query.limit is not None:
                 found = found[: max(query.limit, 0)]
         return found
+
+    def count_actions(self) -> dict[ActionStatus, int]:
+        """Actions per status: one ``GROUP BY`` over the status column, nothing decoded."""
+        self._check_open()
+        try:
+            with self._read_lock:
+                rows = core_rows(self._engine, status_counts())
+        except self._errors as error:
+            raise self._unavailable("count_actions", error) from error
+        return {ActionStatus(status): int(count) for status, count in rows if count}
 
     def wait_for_work(self, timeout: float) -> None:
         """Wait until another transaction enqueues or releases messages, or *timeout*
