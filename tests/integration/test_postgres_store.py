@@ -18,7 +18,7 @@ import sqlalchemy
 from stepkernel.adapters.sql import SqlWorkflowStore, server_engine
 from stepkernel.adapters.sql.rows import record_row
 from stepkernel.adapters.sql.schema import KEY_LENGTH, MESSAGE_ID_LENGTH, records
-from stepkernel.adapters.sql.session import DirectSession
+from stepkernel.adapters.sql.session import CoreSession, DirectSession
 from stepkernel.domain.errors import (
     ConflictError,
     InvalidInputError,
@@ -236,6 +236,48 @@ def test_a_corrupt_message_is_moved_aside_by_the_one_statement_lease(
         dead = conn.exec_driver_sql("SELECT id, data, deliveries FROM sk_dead_messages").all()
     assert [tuple(r) for r in queued] == [("ok", "w1", 1)]
     assert [tuple(r) for r in dead] == [("bad", "{", 1)]
+
+
+def test_a_failed_move_still_hands_out_the_rest_of_the_batch(
+    stores: StoreFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """When moving an undecodable message fails after the one-statement lease granted
+    the batch, the lease still returns the messages that decode (the damaged one stays
+    leased until its lease runs out, then the next lease moves it)."""
+    store = stores()
+    now = SystemClock().now()
+    store.commit(Commit(enqueue=[queued_message("bad", at=now - 1), queued_message("ok", at=now)]))
+    with store.engine.begin() as conn:
+        conn.exec_driver_sql("UPDATE sk_messages SET data = '{' WHERE id = 'bad'")
+
+    def broken(*_args: Any, **_kwargs: Any) -> None:
+        raise sqlalchemy.exc.OperationalError("move", {}, Exception("server went away"))
+
+    monkeypatch.setattr(store._dead, "move", broken)
+    leased = store.lease(worker="w1", limit=10, lease_seconds=0.2)
+    assert [d.message.id for d in leased] == ["ok"]
+    monkeypatch.undo()
+    time.sleep(0.3)  # both leases ran out: "ok" is redelivered, "bad" moved this time
+    assert [d.message.id for d in store.lease(worker="w2", limit=10, lease_seconds=30)] == ["ok"]
+    assert [letter.message_id for letter in store.dead_letters()] == ["bad"]
+
+
+def test_a_late_move_leaves_a_fresh_message_of_the_same_id_alone(stores: StoreFactory) -> None:
+    """A move that comes after the message was moved and queued afresh under the same
+    id (its worker stalled past its lease) changes nothing."""
+    store = stores()
+    now = SystemClock().now()
+    fresh = queued_message("m1", at=now)
+    store.commit(Commit(enqueue=[fresh]))
+    with store.engine.begin() as conn:
+        conn.exec_driver_sql("UPDATE sk_messages SET data = '{' WHERE id = 'm1'")
+    assert store.lease(worker="w2", limit=10, lease_seconds=30) == []
+    store.commit(Commit(enqueue=[fresh]))
+    with store.engine.begin() as conn:
+        store._dead.move(CoreSession(conn), [("m1", "late", "{")], at=now, extra=0)
+    assert store.queued() == [fresh]
+    [letter] = store.dead_letters()
+    assert (letter.data, letter.reason != "late") == ("{", True)
 
 
 def test_each_thread_keeps_one_connection(stores: StoreFactory) -> None:

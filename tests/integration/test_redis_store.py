@@ -23,8 +23,9 @@ from redis.crc import key_slot
 from redis.retry import Retry
 
 from stepkernel.adapters.memory import InMemoryWorkflowStore
-from stepkernel.adapters.redis import RedisDataLostError, RedisWorkflowStore
+from stepkernel.adapters.redis import RedisDataLostError, RedisWorkflowStore, dead
 from stepkernel.adapters.redis.plan import record_value
+from stepkernel.adapters.redis.scripts import Script
 from stepkernel.domain.errors import (
     ConflictError,
     CorruptRecordError,
@@ -664,3 +665,57 @@ def test_callbacks_index_is_built_once_for_actions_an_older_store_wrote(
     again.commit(Commit(writes=[bump(late, callbacks="pending")]))
     assert [r.id for r in again.find_actions(pending)] == ["late"]
     assert [r.id for r in again.find_actions(ActionQuery(callbacks="ok"))] == ["done", "owing"]
+
+
+def test_callbacks_indexing_skips_an_unreadable_action(
+    client: redis.Redis, store: RedisWorkflowStore
+) -> None:
+    """One finished action whose stored text no longer decodes does not stop the
+    one-time callbacks indexing: the others are indexed, the marker is written, and
+    the new store's first call works."""
+    owing = action("owing", status=ActionStatus.SUCCEEDED)
+    broken = action("broken", status=ActionStatus.SUCCEEDED)
+    store.commit(Commit(writes=[owing, broken]))
+    store.commit(Commit(writes=[bump(owing, callbacks="pending")]))
+    keys = store.keys
+    client.delete(keys.index_after, keys.index_version)
+    RedisBackdoors().corrupt(store, (ACTION, "broken"))
+    again = RedisWorkflowStore(client, prefix=keys.prefix, clock=FakeClock())
+    assert again.lease(worker="w", limit=1, lease_seconds=5) == []
+    assert client.get(keys.index_version) == b"2"
+    assert client.zrange(keys.index_after, 0, -1) == [b"owing"]
+
+
+def test_a_late_move_leaves_a_fresh_message_of_the_same_id_alone(
+    client: redis.Redis, store: RedisWorkflowStore
+) -> None:
+    """A move that comes after the message was moved and queued afresh under the same
+    id (its worker stalled past its lease) changes nothing."""
+    fresh = queued_message("m1", at=store.now())
+    store.commit(Commit(enqueue=[fresh]))
+    RedisBackdoors().corrupt_message(store, "m1", "{")
+    assert store.lease(worker="w2", limit=5, lease_seconds=30) == []
+    store.commit(Commit(enqueue=[fresh]))
+    store._run("lease", dead.MOVE, [repr(store.now()), "m1", "late", "{"])
+    assert store.queued() == [fresh]
+    [letter] = store.dead_letters()
+    assert letter.data == "{"
+    assert letter.reason != "late"
+
+
+def test_a_failed_move_still_hands_out_the_rest_of_the_batch(
+    store: RedisWorkflowStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """When moving an undecodable message fails, the lease still returns the messages
+    that decode; a later lease moves the damaged one."""
+    now = store.now()
+    store.commit(Commit(enqueue=[queued_message("bad", at=now - 1), queued_message("ok", at=now)]))
+    RedisBackdoors().corrupt_message(store, "bad", "{")
+    monkeypatch.setattr(dead, "MOVE", Script("dead_move", "return redis.error_reply('boom')"))
+    assert [d.message.id for d in store.lease(worker="w1", limit=5, lease_seconds=5)] == ["ok"]
+    monkeypatch.undo()
+    assert store.dead_letters() == []
+    assert isinstance(store.clock, FakeClock)
+    store.clock.advance(10)
+    assert [d.message.id for d in store.lease(worker="w2", limit=5, lease_seconds=5)] == ["ok"]
+    assert [letter.message_id for letter in store.dead_letters()] == ["bad"]

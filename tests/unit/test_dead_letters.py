@@ -10,9 +10,15 @@ from pathlib import Path
 import pytest
 
 from stepkernel import ActionStatus, App, Registry, Worker
-from stepkernel.adapters.sql import SqlWorkflowStore, sqlite_engine
+from stepkernel.adapters.sql import SqlWorkflowStore, check_schema, ddl, sqlite_engine
+from stepkernel.adapters.sql.dead import DeadStatements
+from stepkernel.adapters.sql.session import CoreSession
 from stepkernel.cli import main
+from stepkernel.domain.messages import Message
+from stepkernel.domain.records import ACHIEVEMENT
+from stepkernel.ports.store import Commit
 from stepkernel.testing.backdoors import SqlBackdoors
+from stepkernel.testing.contract import achievement
 
 
 class Box:
@@ -99,3 +105,40 @@ def test_cli_lists_and_drops_dead_letters(
     assert "dropped 1 of 2" in capsys.readouterr().out
     assert main(["dead-letters", "--db", url]) == 0
     assert "dead letters: 0" in capsys.readouterr().out
+
+
+def test_a_late_move_leaves_a_fresh_message_of_the_same_id_alone(tmp_path: Path) -> None:
+    """A move that comes late -- its worker stalled while another worker moved the
+    damaged message and the sweep queued a fresh one under the same id -- matches
+    nothing: the fresh message stays queued and the dead letter keeps the damaged text."""
+    store = SqlWorkflowStore(sqlite_engine(tmp_path / "late.db"))
+    backdoor = SqlBackdoors()
+    message = Message.run("a1", 0, 0, 0.0)
+    store.commit(Commit(enqueue=[message]))
+    backdoor.corrupt_message(store, message.id, "{torn")
+    assert store.lease(worker="w2", limit=5, lease_seconds=30) == []
+    store.commit(Commit(enqueue=[message]))  # the sweep's fresh wake-up
+    late = DeadStatements(store.engine.dialect)
+    with store.engine.begin() as conn:
+        late.move(CoreSession(conn), [(message.id, "late", "{torn")], at=99.0, extra=0)
+    assert store.queued() == [message]
+    [letter] = store.dead_letters()
+    assert letter.data == "{torn"
+    assert letter.reason != "late"
+
+
+def test_tables_without_a_version_row_are_upgraded_not_mislabelled(tmp_path: Path) -> None:
+    """Tables an install left without a ``schema_version`` row (an older release's DDL
+    whose INSERT failed, or a crash between the two) are taken for the oldest version and
+    upgraded, never labelled current while missing what it needs."""
+    engine = sqlite_engine(tmp_path / "unlabelled.db")
+    with engine.begin() as conn:
+        for statement in ddl("sqlite")[:-1]:  # no INSERT of the version
+            conn.exec_driver_sql(statement)
+        conn.exec_driver_sql("DROP TABLE sk_dead_messages")
+        conn.exec_driver_sql("DROP INDEX ix_sk_records_callbacks")
+        conn.exec_driver_sql("ALTER TABLE sk_records DROP COLUMN callbacks")
+    store = SqlWorkflowStore(engine)
+    check_schema(engine)
+    store.commit(Commit(writes=[achievement("k1")]))
+    assert store.load([(ACHIEVEMENT, "k1")])[(ACHIEVEMENT, "k1")] == achievement("k1")

@@ -41,6 +41,7 @@ Errors
 
 from __future__ import annotations
 
+import math
 import time
 from abc import ABC, abstractmethod
 from collections.abc import Collection, Iterable, Mapping, Sequence
@@ -48,6 +49,7 @@ from typing import Any
 
 from attrs import field, frozen
 
+from stepkernel.domain.errors import InvalidInputError
 from stepkernel.domain.messages import Message
 from stepkernel.domain.records import ActionRecord, Record, RecordKey, Tombstone
 from stepkernel.domain.status import ActionStatus
@@ -99,6 +101,11 @@ class DeadLetter:
     deliveries: int
 
 
+def _not_nan(_instance: Any, attribute: Any, value: float | None) -> None:
+    if value is not None and math.isnan(value):
+        raise InvalidInputError(f"{attribute.name} must be a number, not NaN")
+
+
 @frozen
 class ActionQuery:
     """Filters for :meth:`WorkflowStore.find_actions` (all optional, combined with AND)."""
@@ -112,9 +119,9 @@ class ActionQuery:
     """The after-callbacks state (``"none"``, ``"pending"``, ``"ok"``, ``"failed"``);
     stores index ``"pending"`` so the recovery sweep finds finished actions still owing
     callbacks without reading every finished action."""
-    created_before: float | None = None
+    created_before: float | None = field(default=None, validator=_not_nan)
     """Only actions created strictly before this store time (with ``statuses``, an
-    indexed range: what pruning old trees reads)."""
+    indexed range: what pruning old trees reads); NaN is refused."""
     limit: int | None = None
 
     def matches(self, record: ActionRecord) -> bool:

@@ -38,6 +38,7 @@ class DeadLetterContract(ContractBase):
         of the batch and moves that one, text and all, to the dead letters: it is no
         longer queued, and no later lease meets it again."""
         self._two_queued_one_corrupt(store, clock)
+        clock.advance(0.123457)  # a store time with many digits: kept exactly
         leased = store.lease(worker="w1", limit=5, lease_seconds=LEASE)
         assert [d.message.id for d in leased] == ["good"]
         [letter] = store.dead_letters()

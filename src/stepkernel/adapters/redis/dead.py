@@ -1,10 +1,11 @@
 """Dead letters in Redis: queued messages that do not decode, moved out of the queue.
 
 ``{p}:dead`` is a hash: message id -> a JSON object with the message's ``action`` id,
-its stored text ``data``, the ``reason``, ``at`` (store time of the move) and
-``deliveries``.  :data:`MOVE` moves messages there atomically (only those still queued:
-a move that finds nothing changes nothing); see
-:class:`~stepkernel.ports.store.DeadLetter`.
+its stored text ``data``, the ``reason``, ``at`` (store time of the move, as the text the
+store sent: exact) and ``deliveries``.  :data:`MOVE` moves messages there atomically,
+each only while its stored text is still the text the lease saw: a late move (its worker
+stalled while another moved the message and the recovery sweep queued a fresh one under
+the same id) changes nothing.  See :class:`~stepkernel.ports.store.DeadLetter`.
 """
 
 from __future__ import annotations
@@ -23,14 +24,14 @@ MOVE = Script(
     PRELUDE
     + ACK_LUA
     + """
--- ARGV[3]: now; then pairs of (message id, reason).
-for i = 4, #ARGV, 2 do
+-- ARGV[3]: now; then triples of (message id, reason, stored text seen).
+for i = 4, #ARGV, 3 do
   local id = ARGV[i]
   local state = redis.call('HMGET', p .. 'm:' .. id, 'd', 'a', 'n')
-  if state[1] then
+  if state[1] and state[1] == ARGV[i + 2] then
     local letter = cjson.encode({
       action = state[2], data = state[1], reason = ARGV[i + 1],
-      at = tonumber(ARGV[3]), deliveries = tonumber(state[3] or '0')
+      at = ARGV[3], deliveries = tonumber(state[3] or '0')
     })
     redis.call('HSET', p .. 'dead', id, letter)
     ack(id)

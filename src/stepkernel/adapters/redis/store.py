@@ -206,8 +206,12 @@ class RedisWorkflowStore(WorkflowStore):
             return self._token
 
     def _index_callbacks(self) -> None:
-        """Once per prefix, complete the callbacks index (see :mod:`.migrate`)."""
-        self._count(index_callbacks(self._client, self._space, self.find_actions))
+        """Once per prefix, complete the callbacks index (see :mod:`.migrate`); a failure
+        is logged, not raised (the next store to bind tries again)."""
+        try:
+            self._count(index_callbacks(self._client, self._space))
+        except StoreUnavailableError as error:
+            log.warning("prefix %r: indexing callbacks failed: %s", self._space.prefix, error)
 
     def _check_server(self) -> None:
         """Warn (once per store) about server settings that lose data; best effort."""
@@ -223,7 +227,9 @@ class RedisWorkflowStore(WorkflowStore):
             for warning in server_warnings(info):
                 log.warning("prefix %r: %s (see docs/redis.md)", self._space.prefix, warning)
 
-    def _eval(self, operation: str, script: Script, keys: list[str], args: list[str]) -> Any:
+    def _eval(
+        self, operation: str, script: Script, keys: list[str], args: Sequence[str | bytes]
+    ) -> Any:
         """Run *script* with ``EVALSHA`` (loading it on ``NOSCRIPT``); translate errors."""
         self._check_open()
         client = self._client
@@ -246,7 +252,7 @@ class RedisWorkflowStore(WorkflowStore):
         self._count(trips)
         return result
 
-    def _run(self, operation: str, script: Script, args: Sequence[str]) -> Any:
+    def _run(self, operation: str, script: Script, args: Sequence[str | bytes]) -> Any:
         """Run a script taking the standard keys (marker, due set) and arguments."""
         space = self._space
         return self._eval(
@@ -337,19 +343,24 @@ class RedisWorkflowStore(WorkflowStore):
                 return []
             reply = self._run("lease", LEASE, [*head, "ids", *wanted])
         out: list[Delivery] = []
-        undecodable: list[str] = []
+        undecodable: list[str | bytes] = []
         for i in range(0, len(reply), 3):
-            message_id = _text(reply[i])
+            message_id, text = _text(reply[i]), _text(reply[i + 1])
             try:
-                message = decode_message(message_id, _text(reply[i + 1]))
+                message = decode_message(message_id, text)
             except CorruptRecordError as error:
-                undecodable += [message_id, reason_of(error)]
+                # The raw reply: text decoded with replacements would never match.
+                undecodable += [message_id, reason_of(error), reply[i + 1]]
                 continue
             out.append(Delivery(message=message, deliveries=int(reply[i + 2]), lease_until=until))
         if undecodable:
-            self._run("lease", dead.MOVE, [repr(now), *undecodable])
-            for message_id in undecodable[::2]:
-                log.error("message %s does not decode: moved to the dead letters", message_id)
+            try:
+                self._run("lease", dead.MOVE, [repr(now), *undecodable])
+            except StoreUnavailableError as error:  # the next lease moves them
+                log.warning("moving undecodable messages failed (moved later): %s", error)
+                return out
+            for moved in undecodable[::3]:
+                log.error("message %s does not decode: moved to the dead letters", moved)
         return out
 
     def ack(self, ids: Iterable[str]) -> None:

@@ -3,9 +3,12 @@
 A message row whose ``data`` does not decode is found by the lease that picks it; it is
 copied to ``sk_dead_messages`` and deleted from ``sk_messages`` so that it never blocks
 the queue (see :class:`~stepkernel.ports.store.DeadLetter`).  The move is three
-statements, run in the caller's transaction: forget an older dead letter of the same id
-(only when the message is still queued, so a move that finds nothing loses nothing),
-copy the row, delete it.  Not on the hot path: a healthy queue never runs them.
+statements, run in the caller's transaction: forget an older dead letter of the same id,
+copy the row (insert-if-absent), delete it.  Each matches the message only while its
+stored text is still the text the lease saw: a move that comes late (its worker stalled
+while another moved the message and the recovery sweep queued a fresh one under the same
+deterministic id) finds nothing and changes nothing, and two movers racing each other
+copy it once.  Not on the hot path: a healthy queue never runs them.
 """
 
 from __future__ import annotations
@@ -17,13 +20,13 @@ from sqlalchemy.engine import Dialect
 
 from stepkernel.adapters.sql.schema import dead_messages, messages
 from stepkernel.adapters.sql.session import Session
-from stepkernel.adapters.sql.statements import Prepared
+from stepkernel.adapters.sql.statements import Prepared, insert_if_absent
 from stepkernel.ports.store import DeadLetter
 
 __all__ = ["DeadStatements", "Undecodable"]
 
-Undecodable = tuple[str, str]
-"""``(message id, reason)`` of a queued message that did not decode."""
+Undecodable = tuple[str, str, str]
+"""``(message id, reason, stored text seen)`` of a queued message that did not decode."""
 
 
 class DeadStatements:
@@ -31,10 +34,11 @@ class DeadStatements:
 
     def __init__(self, dialect: Dialect) -> None:
         d, m = dead_messages, messages
-        queued = exists().where(m.c.id == bindparam("b_id"))
+        seen = (m.c.id == bindparam("b_id"), m.c.data == bindparam("b_seen"))
+        queued = exists().where(*seen)
         self.forget = Prepared(d.delete().where(d.c.id == bindparam("b_id"), queued), dialect)
         self.copy = Prepared(
-            d.insert().from_select(
+            insert_if_absent(dialect, d, ("id",))[0].from_select(
                 ["id", "action_id", "data", "reason", "dead_at", "deliveries"],
                 select(
                     m.c.id,
@@ -43,11 +47,11 @@ class DeadStatements:
                     bindparam("u_reason"),
                     bindparam("u_at"),
                     m.c.deliveries + bindparam("u_extra", type_=Integer),
-                ).where(m.c.id == bindparam("b_id")),
+                ).where(*seen),
             ),
             dialect,
         )
-        self.remove = Prepared(m.delete().where(m.c.id == bindparam("b_id")), dialect)
+        self.remove = Prepared(m.delete().where(*seen), dialect)
         self.drop = Prepared(d.delete().where(d.c.id == bindparam("b_id")), dialect)
         self.count = Prepared(
             select(literal_column("count(*)")).select_from(d).where(d.c.id == bindparam("b_id")),
@@ -68,13 +72,13 @@ class DeadStatements:
         that found them has not counted itself in the row)."""
         if not undecodable:
             return
-        keys = [{"b_id": message_id} for message_id, _ in undecodable]
+        keys = [{"b_id": message_id, "b_seen": seen} for message_id, _, seen in undecodable]
         session.run_many(self.forget, keys)
         session.run_many(
             self.copy,
             [
-                {"b_id": message_id, "u_reason": reason, "u_at": at, "u_extra": extra}
-                for message_id, reason in undecodable
+                {"b_id": i, "b_seen": seen, "u_reason": reason, "u_at": at, "u_extra": extra}
+                for i, reason, seen in undecodable
             ],
         )
         session.run_many(self.remove, keys)

@@ -61,7 +61,7 @@ def pick_and_grant(
 
 def deliveries(rows: Iterable[Row], until: float) -> tuple[list[Delivery], list[Undecodable]]:
     """*rows* (deliveries already counting this one) as deliveries leased until
-    *until*, and the ``(id, reason)`` of those that do not decode (for
+    *until*, and the ``(id, reason, text)`` of those that do not decode (for
     :meth:`.dead.DeadStatements.move`), in the order of *rows*."""
     out: list[Delivery] = []
     undecodable: list[Undecodable] = []
@@ -69,7 +69,7 @@ def deliveries(rows: Iterable[Row], until: float) -> tuple[list[Delivery], list[
         try:
             message = decode_message(message_id, data)
         except CorruptRecordError as error:
-            undecodable.append((message_id, reason_of(error)))
+            undecodable.append((message_id, reason_of(error), str(data)))
             continue
         out.append(Delivery(message=message, deliveries=count, lease_until=until))
     return out, undecodable

@@ -56,6 +56,7 @@ __all__ = [
     "actions_query",
     "chunks",
     "group_keys",
+    "insert_if_absent",
 ]
 
 CHUNK = 256
@@ -186,8 +187,8 @@ class Statements:
         self._shapes: dict[tuple[Any, ...], Prepared] = {}
         self._shapes_lock = threading.Lock()
         r, m = records, messages
-        self.insert_record, self.native_upsert = _insert_if_absent(dialect, r, ("kind", "key"))
-        self.insert_message, _ = _insert_if_absent(dialect, m, ("id",))
+        self.insert_record, self.native_upsert = insert_if_absent(dialect, r, ("kind", "key"))
+        self.insert_message, _ = insert_if_absent(dialect, m, ("id",))
         prepare = self._prepare
         self.insert_plain = prepare(r.insert().values(_binds(r)))
         self.insert_record = prepare(self.insert_record.values(_binds(r)))
@@ -261,7 +262,7 @@ class Statements:
         """Whether commits hold absent keys with placeholder rows (see :mod:`.apply`)."""
         key = (r.c.kind == bindparam("b_kind"), r.c.key == bindparam("b_key"))
         self.hold_absent = prepare(
-            _insert_if_absent(dialect, r, ("kind", "key"))[0].values(
+            insert_if_absent(dialect, r, ("kind", "key"))[0].values(
                 kind=bindparam("b_kind"), key=bindparam("b_key"), version=0, data=""
             )
         )
@@ -398,7 +399,7 @@ def _binds(table: Table) -> dict[str, Any]:
     return {column.name: bindparam(column.name) for column in table.c}
 
 
-def _insert_if_absent(
+def insert_if_absent(
     dialect: Dialect, table: Table, index_elements: tuple[str, ...]
 ) -> tuple[Any, bool]:
     """An insert that skips rows whose primary key exists, and whether it is native

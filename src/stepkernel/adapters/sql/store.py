@@ -34,6 +34,7 @@ from stepkernel.adapters.sql.apply import (
     name_conflict,
     single_params,
 )
+from stepkernel.adapters.sql.dead import Undecodable
 from stepkernel.adapters.sql.engine import (
     sqlite_engine,
 )
@@ -50,6 +51,7 @@ from stepkernel.adapters.sql.statements import (
 )
 from stepkernel.adapters.sql.versions import create_schema
 from stepkernel.domain.encoding import decode_record
+from stepkernel.domain.errors import StoreUnavailableError
 from stepkernel.domain.messages import Message
 from stepkernel.domain.records import ACTION, ActionRecord, Record, RecordKey
 from stepkernel.domain.status import ActionStatus
@@ -67,9 +69,9 @@ class SqlWorkflowStore(SqlPlumbing, WorkflowStore):
     The engine is the caller's (configured, pooled, not in ``AUTOCOMMIT``); :meth:`close`
     does not dispose it.  With ``create=True`` (default) the tables are created if
     missing and the schema version is checked
-    (:func:`~stepkernel.adapters.sql.schema.create_schema`); ``create=False`` touches
+    (:func:`~stepkernel.adapters.sql.versions.create_schema`); ``create=False`` touches
     nothing (schemas installed by your own migrations: check them with
-    :func:`~stepkernel.adapters.sql.schema.check_schema`).
+    :func:`~stepkernel.adapters.sql.versions.check_schema`).
     Statements run straight on the pooled DBAPI cursor, compiled once per dialect;
     ``direct=False`` (or a driver whose compiled form cannot be run as is) runs them
     through ``Connection.execute`` instead: same SQL, same guarantees, slower.
@@ -266,8 +268,8 @@ class SqlWorkflowStore(SqlPlumbing, WorkflowStore):
     def _lease_one(self, worker: str, limit: int, now: float, until: float) -> list[Delivery]:
         """PostgreSQL: pick and grant in one statement, in autocommit (one round trip).
         A message that does not decode is then moved to the dead letters in a
-        transaction of its own (were it to fail, the lease runs out and the next lease
-        moves it)."""
+        transaction of its own; should that fail, it is logged, the rest of the batch is
+        still handed out, and the next lease after this one runs out moves it."""
         sql = self._sql.lease_one
         assert sql is not None
 
@@ -285,12 +287,16 @@ class SqlWorkflowStore(SqlPlumbing, WorkflowStore):
                 with self._write() as session:
                     self._dead.move(session, undecodable, at=now, extra=0)
 
-            self._retrying("lease", move)
+            try:
+                self._retrying("lease", move)
+            except StoreUnavailableError as error:
+                log.warning("moving undecodable messages failed (moved later): %s", error)
+                return out
             self._report_dead(undecodable)
         return out
 
-    def _report_dead(self, undecodable: Sequence[tuple[str, str]]) -> None:
-        for message_id, reason in undecodable:
+    def _report_dead(self, undecodable: Sequence[Undecodable]) -> None:
+        for message_id, reason, _ in undecodable:
             log.error(
                 "message %s does not decode (%s): moved to the dead letters", message_id, reason
             )

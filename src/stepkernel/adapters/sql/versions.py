@@ -75,8 +75,12 @@ def create_schema(engine: Engine) -> None:
     the database fails.
     """
     try:
+        # Tables without a version row (an install cut short between the two, or an
+        # older release's published DDL whose INSERT failed) are taken for the oldest
+        # version: each upgrade step only adds what is missing, so that is always safe.
+        existed = inspect(engine).has_table(records.name)
         _create_tables(engine)  # includes the tables every upgrade adds
-        stored = _stored_version(engine)
+        stored = _stored_version(engine, default=min(UPGRADES) if existed else SCHEMA_VERSION)
         while stored < SCHEMA_VERSION and stored in UPGRADES:
             _apply(engine, UPGRADES[stored])
             stored = _advance_version(engine, stored)
@@ -249,18 +253,16 @@ def _version_update(stored: int) -> Update:
     return meta.update().where(row).values(value=str(stored + 1))
 
 
-def _stored_version(engine: Engine) -> int:
-    """The stored schema version, writing :data:`SCHEMA_VERSION` when there is none."""
+def _stored_version(engine: Engine, default: int = SCHEMA_VERSION) -> int:
+    """The stored schema version, writing *default* when there is none."""
     query = select(meta.c.value).where(meta.c.key == SCHEMA_VERSION_KEY)
     for _attempt in range(2):
         try:
             with engine.begin() as conn:
                 value = conn.execute(query).scalar_one_or_none()
                 if value is None:
-                    conn.execute(
-                        meta.insert().values(key=SCHEMA_VERSION_KEY, value=str(SCHEMA_VERSION))
-                    )
-                    return SCHEMA_VERSION
+                    conn.execute(meta.insert().values(key=SCHEMA_VERSION_KEY, value=str(default)))
+                    return default
         except exc.IntegrityError:
             continue  # another process wrote it first (rolled back): read theirs
         return _parse_version(value)
