@@ -193,7 +193,9 @@ def _report(k: dict[str, Any], rows: list[tuple[str, str, dict[str, Any]]]) -> s
         "",
         f"Host calibration: a fixed pure-Python loop took **{k['calibration_ms']:.0f} ms** of CPU "
         "in this run (`benchmarks.kernel.host_calibration`; lower is a faster host).  This "
-        "shared machine's speed varies from day to day by 20% and more: compare runs with it.",
+        "shared machine's speed varies from day to day by 20% and more: compare runs with it.  "
+        "For kernel changes, `python benchmarks/instructions.py` counts instructions per "
+        "event under callgrind, which does not vary with the host's speed.",
         "",
         "| kernel event | count | us per `decide` |",
         "|---|---:|---:|",

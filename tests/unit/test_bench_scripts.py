@@ -1,4 +1,4 @@
-"""The recovery-sweep benchmark (part of ``make bench``) keeps running."""
+"""The benchmark scripts that no other test runs keep running."""
 
 from __future__ import annotations
 
@@ -19,3 +19,15 @@ def test_sweep_benchmark_measures_a_sweep_and_a_full_read(monkeypatch: pytest.Mo
     assert result["finished"] == 12
     assert result["sweep_ms"] >= 0
     assert result["read_all_ms"] >= 0
+
+
+def test_instruction_count_child_runs_the_recorded_kernel_calls(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``benchmarks/instructions.py --child N`` (what it runs under callgrind) records
+    the kernel history, decides it N times and reports how many events it holds."""
+    monkeypatch.syspath_prepend(str(ROOT))
+    from benchmarks import instructions
+
+    instructions._child(1)
+    assert capsys.readouterr().out.strip() == "events=1890"
