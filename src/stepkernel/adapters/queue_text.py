@@ -15,14 +15,18 @@ from stepkernel.domain.encoding import decode_message
 from stepkernel.domain.errors import CorruptRecordError
 from stepkernel.domain.messages import Message
 
-__all__ = ["decodable", "reason_of"]
+__all__ = ["decodable", "message_or_reason"]
 
 log = logging.getLogger(__name__)
 
 
-def reason_of(error: CorruptRecordError) -> str:
-    """Why a message did not decode, as a dead letter records it."""
-    return str(error.fields.get("reason") or error)
+def message_or_reason(message_id: str, text: Any) -> Message | str:
+    """The message stored as *text*, or -- when it does not decode -- why not, as a dead
+    letter records it (what every text-storing store's ``lease`` and ``queued`` need)."""
+    try:
+        return decode_message(message_id, text)
+    except CorruptRecordError as error:
+        return str(error.fields.get("reason") or error)
 
 
 def decodable(rows: Iterable[Sequence[Any]]) -> list[Message]:
@@ -30,8 +34,9 @@ def decodable(rows: Iterable[Sequence[Any]]) -> list[Message]:
     that does not is logged and left out."""
     out: list[Message] = []
     for message_id, text in rows:
-        try:
-            out.append(decode_message(message_id, text))
-        except CorruptRecordError as error:
-            log.warning("queued message %s does not decode (%s)", message_id, reason_of(error))
+        found = message_or_reason(message_id, text)
+        if isinstance(found, str):
+            log.warning("queued message %s does not decode (%s)", message_id, found)
+        else:
+            out.append(found)
     return out

@@ -30,7 +30,7 @@ from redis.cluster import RedisCluster
 from redis.exceptions import NoScriptError, RedisError, ResponseError
 
 from stepkernel.adapters.decoded import DecodedRecords
-from stepkernel.adapters.queue_text import decodable, reason_of
+from stepkernel.adapters.queue_text import decodable, message_or_reason
 from stepkernel.adapters.redis import dead
 from stepkernel.adapters.redis.errors import (
     EPOCH_ERROR,
@@ -57,8 +57,8 @@ from stepkernel.adapters.redis.scripts import (
     reply_text,
 )
 from stepkernel.adapters.redis.server import log, server_warnings
-from stepkernel.domain.encoding import decode_message, decode_record
-from stepkernel.domain.errors import CorruptRecordError, InvalidInputError, StoreUnavailableError
+from stepkernel.domain.encoding import decode_record
+from stepkernel.domain.errors import InvalidInputError, StoreUnavailableError
 from stepkernel.domain.messages import Message
 from stepkernel.domain.records import ACTION, ActionRecord, Record, RecordKey
 from stepkernel.domain.status import ActionStatus
@@ -345,14 +345,13 @@ class RedisWorkflowStore(WorkflowStore):
         out: list[Delivery] = []
         undecodable: list[str | bytes] = []
         for i in range(0, len(reply), 3):
-            message_id, text = _text(reply[i]), _text(reply[i + 1])
-            try:
-                message = decode_message(message_id, text)
-            except CorruptRecordError as error:
+            message_id = _text(reply[i])
+            found = message_or_reason(message_id, _text(reply[i + 1]))
+            if isinstance(found, str):
                 # The raw reply: text decoded with replacements would never match.
-                undecodable += [message_id, reason_of(error), reply[i + 1]]
-                continue
-            out.append(Delivery(message=message, deliveries=int(reply[i + 2]), lease_until=until))
+                undecodable += [message_id, found, reply[i + 1]]
+            else:
+                out.append(Delivery(message=found, deliveries=int(reply[i + 2]), lease_until=until))
         if undecodable:
             try:
                 self._run("lease", dead.MOVE, [repr(now), *undecodable])

@@ -11,12 +11,10 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from typing import Any
 
-from stepkernel.adapters.queue_text import reason_of
+from stepkernel.adapters.queue_text import message_or_reason
 from stepkernel.adapters.sql.dead import Undecodable
 from stepkernel.adapters.sql.session import DirectSession, Session
 from stepkernel.adapters.sql.statements import Statements, chunks
-from stepkernel.domain.encoding import decode_message
-from stepkernel.domain.errors import CorruptRecordError
 from stepkernel.ports.store import Delivery
 
 __all__ = ["deliveries", "pick", "pick_and_grant"]
@@ -66,10 +64,9 @@ def deliveries(rows: Iterable[Row], until: float) -> tuple[list[Delivery], list[
     out: list[Delivery] = []
     undecodable: list[Undecodable] = []
     for message_id, data, count in rows:
-        try:
-            message = decode_message(message_id, data)
-        except CorruptRecordError as error:
-            undecodable.append((message_id, reason_of(error), str(data)))
-            continue
-        out.append(Delivery(message=message, deliveries=count, lease_until=until))
+        found = message_or_reason(message_id, data)
+        if isinstance(found, str):
+            undecodable.append((message_id, found, str(data)))
+        else:
+            out.append(Delivery(message=found, deliveries=count, lease_until=until))
     return out, undecodable
