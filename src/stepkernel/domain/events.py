@@ -158,10 +158,45 @@ class CancelRequested:
         return f"cancel:{self.action_id}"
 
 
+BodyOutcome = StepBodyRan | StepBodyRaised
+"""What running one step body produced."""
+
+
+def _distinct_actions(_instance: Any, _attribute: Any, value: tuple[BodyOutcome, ...]) -> None:
+    if not value:
+        raise ValueError("StepBodiesRan needs at least one outcome")
+    for item in value:
+        if not isinstance(item, StepBodyRan | StepBodyRaised):
+            raise TypeError(f"StepBodiesRan holds body outcomes, not {type(item).__name__}")
+    if len({item.action_id for item in value}) != len(value):
+        raise ValueError("StepBodiesRan holds at most one outcome per action")
+
+
+@frozen
+class StepBodiesRan:
+    """Several step bodies ran (one per action), committed together: a group commit.
+
+    The kernel applies ``outcomes`` in order within one decision, each seeing what the
+    ones before it changed, exactly as if each were decided and committed on its own in
+    that order -- except that a record they all touch (the parent step of sibling
+    children) is written once instead of once per outcome.  Each record written is
+    sealed with the id of the outcome that changed it last, so the digest chain still
+    names the body outcome behind every version.
+    """
+
+    outcomes: tuple[BodyOutcome, ...] = field(converter=_tuple, validator=_distinct_actions)
+
+    @property
+    def event_id(self) -> str:
+        first = self.outcomes[0].event_id
+        return first if len(self.outcomes) == 1 else f"group:{first}+{len(self.outcomes) - 1}"
+
+
 Event = (
     RootSubmitted
     | StepBodyRan
     | StepBodyRaised
+    | StepBodiesRan
     | MessageDelivered
     | CallbacksRan
     | CompletionRequested
@@ -170,6 +205,7 @@ Event = (
 
 __all__ = [
     "ActionSpec",
+    "BodyOutcome",
     "CallbacksRan",
     "CancelRequested",
     "ChildSpec",
@@ -179,6 +215,7 @@ __all__ = [
     "MessageDelivered",
     "RootSubmitted",
     "ShortCircuit",
+    "StepBodiesRan",
     "StepBodyRaised",
     "StepBodyRan",
 ]

@@ -26,6 +26,7 @@ from stepkernel.domain.events import (
     MessageDelivered,
     RootSubmitted,
     ShortCircuit,
+    StepBodiesRan,
     StepBodyRaised,
     StepBodyRan,
 )
@@ -55,7 +56,7 @@ from stepkernel.domain.records import (
     evolve,
 )
 from stepkernel.domain.status import ActionStatus, StepStatus, StepTrigger
-from stepkernel.domain.transaction import Tx
+from stepkernel.domain.transaction import GroupTx, Tx
 from stepkernel.domain.view import Decision, View
 
 COMPLETION_STATUSES = frozenset(
@@ -80,6 +81,8 @@ def decide(view: View, event: Event, now: float) -> Decision:
         return _completion_requested(tx, event)
     if isinstance(event, CancelRequested):
         return _cancel_requested(tx, event)
+    if isinstance(event, StepBodiesRan):
+        return _bodies_ran(GroupTx(view, event.event_id, now), event)
     raise TypeError(f"not a kernel event: {type(event).__name__}")
 
 
@@ -100,6 +103,8 @@ def keys_for(event: Event) -> list[RecordKey]:
         return keys
     if isinstance(event, MessageDelivered):
         return [(ACTION, event.message.action_id)]
+    if isinstance(event, StepBodiesRan):
+        return list(dict.fromkeys(k for item in event.outcomes for k in keys_for(item)))
     return [(ACTION, event.action_id)]
 
 
@@ -122,6 +127,18 @@ def _root_submitted(tx: Tx, event: RootSubmitted) -> Decision:
 
 
 # -- step bodies -----------------------------------------------------------------------------
+
+
+def _bodies_ran(tx: GroupTx, event: StepBodiesRan) -> Decision:
+    """Each outcome in order, in one decision: ``applied`` unless every one was stale."""
+    for item in event.outcomes:
+        tx.begin(item.event_id)
+        if isinstance(item, StepBodyRan):
+            _body_ran(tx, item)
+        else:
+            _body_raised(tx, item)
+    applied = any(outcome != "stale" for outcome in tx.outcomes)
+    return tx.group_decision("applied" if applied else "stale")
 
 
 def _current_pending_step(

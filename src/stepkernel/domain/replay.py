@@ -35,6 +35,7 @@ _CLASSES: dict[str, type] = {
         ev.RootSubmitted,
         ev.StepBodyRan,
         ev.StepBodyRaised,
+        ev.StepBodiesRan,
         ev.MessageDelivered,
         ev.CallbacksRan,
         ev.CompletionRequested,

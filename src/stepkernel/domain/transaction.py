@@ -1,7 +1,8 @@
 """The working set of one decision: reads from the view, accumulated writes, messages.
 
 Internal to the kernel.  A record written several times in one decision is committed
-once, as version ``read + 1``, sealed (lazily) with the event id.
+once, as version ``read + 1``, sealed (lazily) with the event id -- in a group
+(:class:`GroupTx`), with the id of the member event that wrote it last.
 """
 
 from __future__ import annotations
@@ -109,6 +110,15 @@ class Tx:
         result_id: str | None = None,
         result_status: ActionStatus | None = None,
     ) -> Decision:
+        return self._decision(outcome, result_id, result_status, None)
+
+    def _decision(
+        self,
+        outcome: str,
+        result_id: str | None,
+        result_status: ActionStatus | None,
+        writers: dict[RecordKey, str] | None,
+    ) -> Decision:
         writes: list[Record] = []
         deletes: list[Tombstone] = []
         base_records = self._base
@@ -121,6 +131,8 @@ class Tx:
                 continue
             if record is base:
                 continue
+            if writers is not None:
+                event_id = writers[key]
             writes.append(seal_lazily(record, base=base, event_id=event_id))
         changed = self._changed
         guards = {}
@@ -138,3 +150,48 @@ class Tx:
             result_status=result_status,
             finished=tuple(self._finished),
         )
+
+
+class GroupTx(Tx):
+    """The working set of a group of events decided together (see
+    :class:`~stepkernel.domain.events.StepBodiesRan`).
+
+    Members are applied one after the other (:meth:`begin` names the current one); each
+    reads what the members before it wrote.  A member's handler ends, as for a lone
+    event, by calling :meth:`decision`: here that only notes the member's outcome.
+    :meth:`group_decision` then builds the one decision of the group, every record
+    sealed with the id of the member that wrote it last.
+    """
+
+    __slots__ = ("_writers", "outcomes")
+
+    def __init__(self, view: View, event_id: str, now: float) -> None:
+        super().__init__(view, event_id, now)
+        self._writers: dict[RecordKey, str] = {}
+        self.outcomes: list[str] = []
+
+    def begin(self, event_id: str) -> None:
+        """The following writes belong to the member event *event_id*."""
+        self.event_id = event_id
+
+    def put(self, record: Record) -> None:
+        key = key_of(record)
+        self._changed[key] = record
+        self._writers[key] = self.event_id
+
+    def decision(
+        self,
+        outcome: str = "applied",
+        result_id: str | None = None,
+        result_status: ActionStatus | None = None,
+    ) -> Decision:
+        """Note the current member's *outcome*; the group decides once, at the end."""
+        self.outcomes.append(outcome)
+        return _MEMBER_NOTED
+
+    def group_decision(self, outcome: str) -> Decision:
+        """The decision of the whole group."""
+        return self._decision(outcome, None, None, self._writers)
+
+
+_MEMBER_NOTED = Decision(outcome="noted")

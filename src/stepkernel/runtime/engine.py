@@ -8,7 +8,7 @@ from __future__ import annotations
 import logging
 import random
 import threading
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 import attrs
@@ -28,6 +28,7 @@ from stepkernel.domain.events import (
     CompletionRequested,
     Event,
     MessageDelivered,
+    StepBodiesRan,
     StepBodyRaised,
     StepBodyRan,
 )
@@ -58,6 +59,29 @@ from stepkernel.runtime.snapshot import Action
 log = logging.getLogger("stepkernel")
 
 MAX_TRIES = 64
+
+
+@attrs.frozen
+class RanBody:
+    """A step body that ran and what it produced, not committed yet: the leased
+    *delivery*, the body's outcome *event* and the records *loaded* to run it."""
+
+    delivery: Delivery
+    event: StepBodyRan | StepBodyRaised
+    loaded: Mapping[RecordKey, Record | None]
+
+
+def _runnable(record: ActionRecord | None, message: Message) -> bool:
+    """Whether *message* still asks to run the current, pending step of *record*."""
+    step = None if record is None else record.current_step
+    return not (
+        record is None
+        or step is None
+        or record.status is not ActionStatus.PERFORMING
+        or step.index != message.step
+        or step.attempt != message.attempt
+        or step.status is not StepStatus.PENDING
+    )
 
 
 class Engine:
@@ -154,20 +178,110 @@ class Engine:
         :mod:`stepkernel.runtime.prefetch`), read from and kept current; ``None`` loads
         what the message needs from the store."""
         message = delivery.message
+        if message.kind is MessageKind.RUN:
+            return self._guarded(message, known, lambda: self._run_step(message, known))
+        if message.kind is MessageKind.AFTER:
+            return self._guarded(message, known, lambda: self._run_callbacks(delivery))
+
+        def deliver() -> Decision:
+            preloaded = None if known is None else known.load(message_keys(message))
+            return self.apply(
+                MessageDelivered(message), ack=(message.id,), preloaded=preloaded, known=known
+            )
+
+        return self._guarded(message, known, deliver)
+
+    def _guarded(
+        self, message: Message, known: BatchRecords | None, work: Callable[[], Decision]
+    ) -> Decision | None:
+        """Run *work* for *message*: quarantine a record that does not decode (``None``),
+        keep *known* current with what was committed, and forget it on any other error."""
         try:
-            if message.kind is MessageKind.RUN:
-                decision = self._run_step(message, known)
-            elif message.kind is MessageKind.AFTER:
-                decision = self._run_callbacks(delivery)
-            else:
-                preloaded = None if known is None else known.load(message_keys(message))
-                decision = self.apply(
-                    MessageDelivered(message), ack=(message.id,), preloaded=preloaded, known=known
-                )
+            decision = work()
         except CorruptRecordError as exc:
             if known is not None:
                 known.forget(message_keys(message))
             self._quarantine(exc, message)
+            return None
+        except BaseException:
+            if known is not None:
+                known.forget()
+            raise
+        if known is not None:
+            known.committed(decision)
+        return decision
+
+    # -- group commits -----------------------------------------------------------------------
+
+    def run_step_body(
+        self, delivery: Delivery, known: BatchRecords | None = None
+    ) -> RanBody | None:
+        """For a run message: load its action and run the current step's body (user
+        code, outside any transaction); return what it produced, *not committed* (see
+        :meth:`commit_bodies`).  ``None`` when the message no longer applies (it is
+        then acknowledged).  A record that does not decode is quarantined (``None``)."""
+        message = delivery.message
+        if message.kind is not MessageKind.RUN:
+            raise ValueError(f"not a run message: {message.id}")
+        ran: list[RanBody] = []
+
+        def run() -> Decision:
+            key = (ACTION, message.action_id)
+            keys = message_keys(message)
+            loaded = self.store.load(keys) if known is None else known.load(keys)
+            record = loaded[key]
+            assert record is None or isinstance(record, ActionRecord)
+            if not _runnable(record, message):
+                self.store.ack((message.id,))
+                return Decision(outcome="stale")
+            assert record is not None
+            ran.append(RanBody(delivery=delivery, event=self.run_body(record), loaded=loaded))
+            return Decision(outcome="ran")
+
+        self._guarded(message, known, run)
+        return ran[0] if ran else None
+
+    def commit_bodies(
+        self, ran: Sequence[RanBody], known: BatchRecords | None = None
+    ) -> Decision | None:
+        """Commit the outcomes of step bodies that ran (one per action) in *one* commit,
+        acknowledging their messages with it: a group commit
+        (:class:`~stepkernel.domain.events.StepBodiesRan`).  Siblings that settle into
+        the same parent step write the parent once, not once each.
+
+        If a record the group reads does not decode, the outcomes are committed one by
+        one instead, so only the message concerned is quarantined (``None``).  Any
+        other error (store unavailable, conflicts that never end) leaves every message
+        of the group uncommitted: their leases run out and they are delivered again."""
+        if not ran:
+            return None
+        if len(ran) == 1:
+            only = ran[0]
+            return self._guarded(
+                only.delivery.message,
+                known,
+                lambda: self.apply(
+                    only.event,
+                    ack=(only.delivery.message.id,),
+                    preloaded=only.loaded,
+                    known=known,
+                ),
+            )
+        preloaded: dict[RecordKey, Record | None] = {}
+        for item in ran:
+            preloaded.update(item.loaded)
+        try:
+            decision = self.apply(
+                StepBodiesRan(tuple(item.event for item in ran)),
+                ack=tuple(item.delivery.message.id for item in ran),
+                preloaded=preloaded,
+                known=known,
+            )
+        except CorruptRecordError:
+            if known is not None:
+                known.forget()
+            for item in ran:
+                self.commit_bodies([item], known)
             return None
         except BaseException:
             if known is not None:
@@ -221,17 +335,10 @@ class Engine:
         loaded = self.store.load(keys) if known is None else known.load(keys)
         record = loaded[key]
         assert record is None or isinstance(record, ActionRecord)
-        step = None if record is None else record.current_step
-        if (
-            record is None
-            or step is None
-            or record.status is not ActionStatus.PERFORMING
-            or step.index != message.step
-            or step.attempt != message.attempt
-            or step.status is not StepStatus.PENDING
-        ):
+        if not _runnable(record, message):
             self.store.ack((message.id,))
             return Decision(outcome="stale")
+        assert record is not None
         event = self.run_body(record)
         return self.apply(event, ack=(message.id,), preloaded=loaded, known=known)
 

@@ -8,6 +8,7 @@ it has not started, so nothing waits for a lease to expire.
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import signal
@@ -19,7 +20,9 @@ from types import FrameType
 from typing import TYPE_CHECKING
 
 from stepkernel.domain.errors import StoreUnavailableError
+from stepkernel.domain.messages import MessageKind
 from stepkernel.ports.store import Delivery
+from stepkernel.runtime.grouping import DEFAULT_GROUP, DEFAULT_WINDOW, RunGroup
 from stepkernel.runtime.prefetch import BatchRecords
 
 if TYPE_CHECKING:
@@ -35,7 +38,9 @@ class Worker:
     leases last ``lease_seconds`` and are extended by a heartbeat while a message is in
     hand, so a long step body is not delivered twice unless its worker dies.  Every
     ``recover_every`` seconds (``None``: never) the recovery sweep re-creates lost
-    wake-ups.
+    wake-ups.  The outcomes of step bodies run back to back are committed together, up
+    to ``group`` of them, the oldest waiting at most ``group_window`` seconds for more
+    (see :mod:`stepkernel.runtime.grouping`; ``group=1`` commits each on its own).
     """
 
     def __init__(
@@ -48,9 +53,15 @@ class Worker:
         lease_seconds: float | None = None,
         name: str | None = None,
         recover_every: float | None = 300.0,
+        group: int = DEFAULT_GROUP,
+        group_window: float = DEFAULT_WINDOW,
     ) -> None:
         if threads < 1 or batch < 1 or poll <= 0:
             raise ValueError("threads and batch must be >= 1, poll > 0")
+        if group < 1 or group_window < 0:
+            raise ValueError("group must be >= 1, group_window >= 0")
+        self.group = group
+        self.group_window = group_window
         self.app = app
         self.threads = threads
         self.batch = batch
@@ -210,23 +221,32 @@ class Worker:
         return float(min(cap, self.poll * 2 ** min(failures - 1, 20)))
 
     def _run_batch(self, worker: str, batch: list[Delivery]) -> None:
-        """Process *batch* in order, its unfinished part covered by the heartbeat; on
-        :meth:`stop`, release the leases of the messages not started."""
+        """Process *batch* in order, its unfinished part covered by the heartbeat (run
+        messages through a :class:`RunGroup`); on :meth:`stop`, commit what the group
+        holds and release the leases of the messages not started."""
         store = self.app.store
         held = [d.message.id for d in batch]
         self._inflight[worker] = frozenset(held)  # the heartbeat covers the prefetch too
         known = BatchRecords(store)  # the batch's records: one load, kept current
         known.prefetch(d.message for d in batch)  # never raises: see BatchRecords
+        group = RunGroup(self.app.engine, known, limit=self.group, window=self.group_window)
         try:
             for position, delivery in enumerate(batch):
                 if self._stop.is_set():
+                    self._flush(group)
                     try:
                         store.release(held[position:], worker=worker)
                     except Exception as exc:  # the leases simply run out
                         log.warning("worker %s: could not release leases: %s", worker, exc)
                     break
-                self._inflight[worker] = frozenset(held[position:])
-                self._process(delivery, known)
+                self._inflight[worker] = frozenset((*group.message_ids, *held[position:]))
+                if delivery.message.kind is MessageKind.RUN and self.group > 1:
+                    self._guard(delivery.message.id, 1, 1, functools.partial(group.add, delivery))
+                else:
+                    self._flush(group)
+                    self._process(delivery, known)
+            else:
+                self._flush(group)
         except BaseException:
             # KeyboardInterrupt/SystemExit from user code: a crash.  Stop holding the
             # leases (they expire and the messages are redelivered) and stop the pool.
@@ -236,20 +256,30 @@ class Worker:
         finally:
             self._inflight[worker] = frozenset()
 
-    def _process(self, delivery: Delivery, known: BatchRecords | None = None) -> None:
+    def _flush(self, group: RunGroup) -> None:
+        """Commit what *group* holds (see :meth:`_guard` for failures)."""
+        if len(group):
+            ids = group.message_ids
+            self._guard(f"{ids[0]} and {len(ids) - 1} more", 0, len(ids), group.flush)
+
+    def _guard(self, what: str, done: int, failed: int, work: Callable[[], object]) -> None:
+        """Run *work*; count *done* messages processed when it returns, *failed* errors
+        when it raises.  An error (not from user code, which the engine catches) is
+        logged and the messages concerned are delivered again later."""
         try:
-            self.app.engine.handle(delivery, known)
-            self.processed += 1
+            work()
+            self.processed += done
         except StoreUnavailableError as exc:
-            self.errors += 1
-            log.warning(
-                "message %s: store unavailable (%s); it will be redelivered",
-                delivery.message.id,
-                exc,
-            )
+            self.errors += failed
+            log.warning("message %s: store unavailable (%s); it will be redelivered", what, exc)
         except Exception:
-            self.errors += 1
-            log.exception("message %s failed; it will be redelivered", delivery.message.id)
+            self.errors += failed
+            log.exception("message %s failed; it will be redelivered", what)
+
+    def _process(self, delivery: Delivery, known: BatchRecords | None = None) -> None:
+        self._guard(
+            delivery.message.id, 1, 1, functools.partial(self.app.engine.handle, delivery, known)
+        )
 
     def _sweep(self) -> None:
         """Run the recovery sweep now and then (see :mod:`stepkernel.runtime.recovery`)."""

@@ -1,0 +1,506 @@
+"""Group commit: the outcomes of step bodies a worker thread runs back to back are
+committed together (``StepBodiesRan``, ``RunGroup``), with exactly the outcome of
+committing them one by one -- in fewer commits."""
+
+from __future__ import annotations
+
+import itertools
+import threading
+import time
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+import attrs
+import pytest
+
+from stepkernel import ActionStatus, App, Registry
+from stepkernel.adapters.memory import InMemoryWorkflowStore
+from stepkernel.domain.errors import StoreUnavailableError
+from stepkernel.domain.events import StepBodiesRan, StepBodyRaised, StepBodyRan
+from stepkernel.domain.kernel import decide, keys_for
+from stepkernel.domain.records import ACTION, ActionRecord, ErrorInfo, Record, RecordKey, key_of
+from stepkernel.domain.replay import decode_entry, encode_entry, replay
+from stepkernel.domain.view import View
+from stepkernel.ports.store import Commit, Delivery, WorkflowStore
+from stepkernel.runtime.engine import RanBody
+from stepkernel.runtime.grouping import RunGroup
+from stepkernel.runtime.policy import RetryPolicy
+from stepkernel.testing.backdoors import SqlBackdoors
+from stepkernel.testing.history import record_history
+from stepkernel.testing.proxy import StoreProxy
+
+
+class Box:
+    def __init__(self, id: int) -> None:
+        self.id = id
+
+
+RAN: list[str] = []
+FAIL: set[int] = set()
+FLAKY: set[int] = set()
+
+
+class Broken(Exception):
+    pass
+
+
+def _leaf(step: Any, box: Box) -> None:
+    RAN.append(step.action_id)
+    if box.id in FAIL:
+        raise Broken(f"box {box.id}")
+    if box.id in FLAKY:
+        FLAKY.discard(box.id)
+        raise RuntimeError("flaky")
+
+
+def _fan(step: Any, box: Box) -> None:
+    step.on([Box(box.id * 100 + i) for i in range(20)], "leaf")
+
+
+def registry() -> Registry:
+    reg = Registry()
+    reg.register_actor(Box, key=lambda b: b.id, load=lambda k: Box(int(k)))
+    reg.action(Box, "fan", steps=[_fan, lambda step, box: None])
+    reg.action(Box, "leaf", steps=[_leaf])
+    return reg
+
+
+@pytest.fixture(autouse=True)
+def _reset() -> None:
+    RAN.clear()
+    FAIL.clear()
+    FLAKY.clear()
+
+
+def _sqlite(path: Path) -> WorkflowStore:
+    from stepkernel.adapters.sql.store import SqlWorkflowStore, sqlite_engine
+
+    return SqlWorkflowStore(sqlite_engine(path / "db.sqlite"))
+
+
+@pytest.fixture(params=["memory", "sqlite"])
+def store(request: pytest.FixtureRequest, tmp_path: Path) -> WorkflowStore:
+    return InMemoryWorkflowStore() if request.param == "memory" else _sqlite(tmp_path)
+
+
+def _app(store: WorkflowStore) -> App:
+    ids = itertools.count(1)
+    return App(
+        registry(),
+        store,
+        new_id=lambda: f"r{next(ids)}",  # the same ids in every app: trees compare
+        handled=(Broken,),
+        retry=RetryPolicy(attempts=3, initial_delay=0.01, max_delay=0.01, jitter=0.0),
+    )
+
+
+def _fanned_out(app: App, box: int = 1) -> tuple[str, list[Delivery]]:
+    """Submit a fan-out root, run its first step; its 20 children's runs, leased."""
+    root = app.invoke_later(Box(box), "fan").id
+    assert root is not None
+    [first] = app.store.lease(worker="w", limit=10, lease_seconds=60)
+    app.engine.handle(first)
+    return root, app.store.lease(worker="w", limit=100, lease_seconds=60)
+
+
+def _run_all(app: App, *, limit: int = 100) -> None:
+    """Handle every message, one at a time, until nothing is queued (waiting for the
+    retries scheduled meanwhile: they are due within 10 ms)."""
+    deadline = time.monotonic() + 10
+    while app.store.queued() and time.monotonic() < deadline:
+        for delivery in app.store.lease(worker="w", limit=limit, lease_seconds=60):
+            app.engine.handle(delivery)
+        time.sleep(0.002)
+
+
+def _state(app: App, root: str) -> list[tuple[str | None, str, tuple[str, ...]]]:
+    """The tree's outcome, without times, versions or digests."""
+    return [
+        (a.id, a.status.value, tuple(s.status.value for s in a.steps))
+        for a in app.tree(root).walk()
+    ]
+
+
+class CountingStore(StoreProxy):
+    """Counts commits; fails the next *fail* of them with StoreUnavailableError."""
+
+    def __init__(self, inner: WorkflowStore) -> None:
+        super().__init__(inner)
+        self.commits = 0
+        self.fail = 0
+
+    def commit(self, commit: Commit) -> None:
+        if self.fail:
+            self.fail -= 1
+            raise StoreUnavailableError("injected: connection lost")
+        self.commits += 1
+        super().commit(commit)
+
+
+# -- the kernel ----------------------------------------------------------------------------
+
+
+def _ran_bodies(app: App, batch: list[Delivery]) -> list[RanBody]:
+    ran = [app.engine.run_step_body(d) for d in batch]
+    assert all(r is not None for r in ran)
+    return [r for r in ran if r is not None]
+
+
+def _fold(
+    view: dict[RecordKey, Record | None], events: Iterable[Any], now: float
+) -> dict[Any, Any]:
+    state = dict(view)
+    for event in events:
+        decision = decide(View(records=state), event, now)
+        for record in decision.writes:
+            state[key_of(record)] = record
+        for tomb in decision.deletes:
+            state[tomb.key] = None
+    return state
+
+
+def _plain(record: Record | None) -> Any:
+    """A record's state, without version and digest chain."""
+    if record is None:
+        return None
+    return {
+        a.name: getattr(record, a.name)
+        for a in attrs.fields(type(record))
+        if a.init and not a.kw_only
+    }
+
+
+def test_a_group_decides_like_its_members_one_by_one() -> None:
+    """Deciding the twenty siblings' outcomes as one ``StepBodiesRan`` leaves every record
+    in the same state as deciding them one after the other; the shared parent is
+    written once (one version more), and each record names the member that changed it
+    last."""
+    app = _app(InMemoryWorkflowStore())
+    root, batch = _fanned_out(app)
+    events = [r.event for r in _ran_bodies(app, batch)]
+    group = StepBodiesRan(tuple(events))
+    keys = [*keys_for(group), (ACTION, root)]
+    view = app.store.load(keys)
+    for item in batch:  # what each last step may touch: its lane
+        view.update(app.store.load([k for k in item.message.preload if k not in view]))
+    now = 1_000.0
+    decision = decide(View(records=view), group, now)
+    assert decision.outcome == "applied"
+    grouped = dict(view)
+    for record in decision.writes:
+        grouped[key_of(record)] = record
+    for tomb in decision.deletes:
+        grouped[tomb.key] = None
+    one_by_one = _fold(view, events, now)
+    assert {k: _plain(v) for k, v in grouped.items()} == {
+        k: _plain(v) for k, v in one_by_one.items()
+    }
+    parents = [r for r in decision.writes if key_of(r) == (ACTION, root)]
+    assert len(parents) == 1
+    before = view[(ACTION, root)]
+    assert before is not None
+    assert parents[0].version == before.version + 1
+    assert parents[0].last_event == events[-1].event_id  # the last sibling settled it
+    for event in events:
+        child = next(r for r in decision.writes if key_of(r) == (ACTION, event.action_id))
+        assert child.last_event == event.event_id
+
+
+def test_a_group_of_stale_outcomes_changes_nothing() -> None:
+    """A group whose every member no longer applies is ``stale`` and writes nothing."""
+    app = _app(InMemoryWorkflowStore())
+    _root, batch = _fanned_out(app)
+    events = [r.event for r in _ran_bodies(app, batch[:3])]
+    view = app.store.load(keys_for(StepBodiesRan(tuple(events))))
+    for event in events:  # every action moved on: cancelled meanwhile
+        app.cancel(event.action_id)
+        view.update(app.store.load([(ACTION, event.action_id)]))
+    decision = decide(View(records=view), StepBodiesRan(tuple(events)), 1_000.0)
+    assert decision.outcome == "stale"
+    assert decision.empty
+
+
+def test_a_group_refuses_an_empty_or_repeated_or_foreign_member() -> None:
+    """``StepBodiesRan`` holds at least one outcome, at most one per action, and only
+    step body outcomes: anything else is a typed error at construction."""
+    ran = StepBodyRan("a", 0, 0)
+    with pytest.raises(ValueError, match="at least one"):
+        StepBodiesRan(())
+    with pytest.raises(ValueError, match="one outcome per action"):
+        StepBodiesRan((ran, StepBodyRaised("a", 0, 0, error=ErrorInfo.of("E", "x"))))
+    with pytest.raises(TypeError, match="body outcomes"):
+        StepBodiesRan((ran, "not an event"))
+
+
+def test_a_group_asks_for_the_keys_of_all_its_members_once() -> None:
+    """``keys_for`` a group is the union of its members' keys, in order, without
+    repeats."""
+    group = StepBodiesRan((StepBodyRan("a", 0, 0), StepBodyRan("b", 1, 0)))
+    assert keys_for(group) == [(ACTION, "a"), (ACTION, "b")]
+    assert group.event_id == "group:body:a:0:0+1"
+
+
+def test_a_recorded_group_commit_replays_and_round_trips() -> None:
+    """A history holding a group commit replays to the same digests, also after its
+    entries went through their JSON form (golden histories)."""
+    app = _app(InMemoryWorkflowStore())
+    entries = record_history(app)
+    root, batch = _fanned_out(app)
+    group = RunGroup(app.engine)
+    for delivery in batch:
+        group.add(delivery)
+    group.flush()
+    _run_all(app)
+    assert app.get(root).status is ActionStatus.SUCCEEDED
+    assert any(isinstance(e.event, StepBodiesRan) for e in entries)
+    replay(entries)
+    replay([decode_entry(encode_entry(e)) for e in entries])
+
+
+# -- the engine and RunGroup ---------------------------------------------------------------
+
+
+def test_twenty_siblings_commit_once_with_the_same_outcome(store: WorkflowStore) -> None:
+    """Twenty sibling runs through one ``RunGroup`` cost one commit (not twenty), every
+    message is acknowledged, and the tree ends exactly as when committed one by one."""
+    counting = CountingStore(store)
+    grouped = _app(counting)
+    root, batch = _fanned_out(grouped)
+    counting.commits = 0
+    group = RunGroup(grouped.engine)
+    for delivery in batch:
+        group.add(delivery)
+    assert len(group) == 20
+    assert counting.commits == 0
+    group.flush()
+    assert counting.commits == 1
+    assert not [
+        m
+        for m in counting.queued()
+        if m.kind.value == "run" and m.step == 0 and m.action_id != root
+    ]
+    _run_all(grouped)
+
+    alone = _app(InMemoryWorkflowStore())
+    other, leased = _fanned_out(alone)
+    alone.store.release([d.message.id for d in leased], worker="w")
+    _run_all(alone)
+    assert _state(grouped, root) == _state(alone, other)
+    assert grouped.get(root).status is ActionStatus.SUCCEEDED
+    assert sorted(RAN) == sorted([*set(RAN), *set(RAN)])  # each body ran once in each app
+
+
+def test_a_group_commits_when_full(store: WorkflowStore) -> None:
+    """A group holding ``limit`` outcomes commits them at once: 20 siblings, 5 at a time,
+    take 4 commits."""
+    counting = CountingStore(store)
+    app = _app(counting)
+    root, batch = _fanned_out(app)
+    counting.commits = 0
+    group = RunGroup(app.engine, limit=5)
+    for delivery in batch:
+        group.add(delivery)
+    assert counting.commits == 4
+    assert not len(group)
+    _run_all(app)
+    assert app.get(root).status is ActionStatus.SUCCEEDED
+
+
+def test_a_group_commits_when_its_oldest_outcome_has_waited_the_window() -> None:
+    """Once the oldest held outcome is ``window`` seconds old, the next body's outcome
+    is committed with the rest instead of waiting for the group to fill."""
+    now = [0.0]
+    counting = CountingStore(InMemoryWorkflowStore())
+    app = _app(counting)
+    _root, batch = _fanned_out(app)
+    counting.commits = 0
+    group = RunGroup(app.engine, window=0.5, clock=lambda: now[0])
+    group.add(batch[0])
+    now[0] = 0.4
+    group.add(batch[1])
+    assert counting.commits == 0
+    assert len(group) == 2
+    now[0] = 0.5
+    group.add(batch[2])
+    assert counting.commits == 1
+    assert not len(group)
+
+
+def test_a_stale_run_is_acknowledged_not_held() -> None:
+    """A run message for a step that moved on (here: its action was cancelled) is
+    acknowledged at once; its body does not run and the group does not hold it."""
+    app = _app(InMemoryWorkflowStore())
+    _root, batch = _fanned_out(app)
+    victim = batch[0].message.action_id
+    app.cancel(victim)
+    group = RunGroup(app.engine)
+    group.add(batch[0])
+    assert not len(group)
+    assert victim not in RAN
+    assert batch[0].message.id not in {m.id for m in app.store.queued()}
+
+
+def test_a_second_run_for_an_action_commits_the_group_first() -> None:
+    """One outcome per action and commit: a run message for an action the group already
+    holds commits the group before its body runs (here the duplicate is then stale)."""
+    counting = CountingStore(InMemoryWorkflowStore())
+    app = _app(counting)
+    _root, batch = _fanned_out(app)
+    counting.commits = 0
+    group = RunGroup(app.engine)
+    group.add(batch[0])
+    group.add(batch[1])
+    group.add(batch[0])  # the same message delivered twice
+    assert counting.commits == 1
+    assert not len(group)
+    assert RAN.count(batch[0].message.action_id) == 1
+
+
+def test_failures_and_retries_in_a_group_end_as_one_by_one(store: WorkflowStore) -> None:
+    """A member whose body fails (handled error) fails the parent step, and one that
+    raises is scheduled for a retry; the later siblings settle into the finished parent
+    as stale -- all as when committed one by one."""
+
+    def outcome(app: App) -> tuple[list[Any], str]:
+        root, batch = _fanned_out(app, 7)
+        group = RunGroup(app.engine)
+        for delivery in batch:
+            group.add(delivery)
+        group.flush()
+        _run_all(app)
+        return _state(app, root), app.get(root).status.value
+
+    FAIL.add(703)
+    FLAKY.add(705)
+    grouped = outcome(_app(store))
+    FAIL.add(703)
+    FLAKY.add(705)
+    RAN.clear()
+
+    alone = _app(InMemoryWorkflowStore())
+    root, leased = _fanned_out(alone, 7)
+    alone.store.release([d.message.id for d in leased], worker="w")
+    _run_all(alone)
+    assert grouped == (_state(alone, root), "failed")
+
+
+def test_an_unavailable_store_loses_the_group_not_the_work() -> None:
+    """A group commit that fails (store unavailable) commits nothing: the messages stay
+    queued, are delivered again once their leases run out, their bodies run again and
+    the tree finishes."""
+    counting = CountingStore(InMemoryWorkflowStore())
+    app = _app(counting)
+    root, batch = _fanned_out(app)
+    group = RunGroup(app.engine)
+    for delivery in batch[:5]:
+        group.add(delivery)
+    counting.fail = 1
+    with pytest.raises(StoreUnavailableError):
+        group.flush()
+    assert not len(group)
+    held = {d.message.id for d in batch[:5]}
+    assert held <= {m.id for m in app.store.queued()}
+    assert all(app.get(d.message.action_id).status is ActionStatus.PERFORMING for d in batch[:5])
+    app.store.release([d.message.id for d in batch], worker="w")
+    _run_all(app)
+    assert app.get(root).status is ActionStatus.SUCCEEDED
+    assert len(RAN) == 25  # the five lost outcomes ran again
+
+
+def test_a_record_that_does_not_decode_quarantines_one_member_only(tmp_path: Path) -> None:
+    """If a record the group needs does not decode, the outcomes are committed one by
+    one: that action is failed with ``CorruptRecordError`` (its message acknowledged)
+    and every other member commits."""
+    store = _sqlite(tmp_path)
+    app = _app(store)
+    root, batch = _fanned_out(app)
+    ran = _ran_bodies(app, batch)
+    victim = ran[5].event.action_id
+    SqlBackdoors().corrupt(store, (ACTION, victim))
+    loaded = {k: v for k, v in ran[5].loaded.items() if k != (ACTION, victim)}
+    ran[5] = attrs.evolve(ran[5], loaded=loaded)  # so the commit must read it
+    assert app.engine.commit_bodies(ran) is None
+    failed = store.load([(ACTION, victim)])[(ACTION, victim)]
+    assert isinstance(failed, ActionRecord)
+    assert failed.status is ActionStatus.FAILED
+    assert failed.error is not None
+    assert failed.error.type == "CorruptRecordError"
+    others = [r.event.action_id for r in ran if r.event.action_id != victim]
+    assert all(app.get(a).status is ActionStatus.SUCCEEDED for a in others)
+    assert not {d.message.id for d in batch} & {m.id for m in store.queued()}
+    assert app.get(root).status is ActionStatus.PERFORMING  # waits on the victim
+
+
+# -- the worker ------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("group", [1, 32])
+def test_a_worker_commits_sibling_runs_in_groups(store: WorkflowStore, group: int) -> None:
+    """Through a real ``Worker``: with grouping (the default) ten fan-outs of twenty take
+    far fewer commits than children; with ``group=1``, one commit per child; the trees
+    end the same."""
+    counting = CountingStore(store)
+    app = _app(counting)
+    roots = [app.invoke_later(Box(i), "fan").id for i in range(1, 11)]
+    counting.commits = 0
+    worker = app.worker(threads=1, batch=32, poll=0.005, recover_every=None, group=group)
+    with worker:
+        assert worker.wait_idle(timeout=60, settle=0.02)
+    assert all(app.get(r).status is ActionStatus.SUCCEEDED for r in roots if r)
+    children = 200
+    if group == 1:
+        assert counting.commits >= children
+    else:
+        assert counting.commits <= children // 4
+    assert worker.errors == 0
+    assert len(RAN) == len(set(RAN)) == children
+
+
+def test_stopping_a_worker_commits_what_its_group_holds(store: WorkflowStore) -> None:
+    """``Worker.stop()`` during a batch commits the outcomes already run before giving
+    back the leases of the rest: no body that ran is lost or run again, and the rest
+    are leasable at once."""
+    app = _app(store)
+    root, _ = _fanned_out(app)
+    app.store.release([m.id for m in app.store.queued()], worker="w")
+    worker = app.worker(threads=1, batch=32, poll=0.005, recover_every=None, group=32)
+    stopping: list[threading.Thread] = []
+    original = app.engine.run_body
+
+    def run_body(record: ActionRecord) -> Any:
+        event = original(record)
+        if len(RAN) == 5 and not stopping:
+            stopping.append(threading.Thread(target=worker.stop))
+            stopping[0].start()
+            stopping[0].join(0.1)  # stop() is now waiting for this thread
+        return event
+
+    app.engine.run_body = run_body  # type: ignore[method-assign]
+    worker.start()
+    deadline = time.monotonic() + 10
+    while not stopping and time.monotonic() < deadline:
+        time.sleep(0.005)
+    stopping[0].join(10)
+    assert len(RAN) == 5
+    done = [a for a in app.tree(root).walk() if a.id != root]
+    assert sorted(str(a.id) for a in done if a.status is ActionStatus.SUCCEEDED) == sorted(RAN)
+    assert len(app.store.lease(worker="next", limit=100, lease_seconds=60)) == 15
+
+
+def test_raised_outcomes_keep_the_retry_in_a_group() -> None:
+    """A member that raised (not handled) is committed with its retry scheduled; the
+    retry runs later and the child succeeds."""
+    FLAKY.add(102)
+    app = _app(InMemoryWorkflowStore())
+    root, batch = _fanned_out(app)
+    ran = _ran_bodies(app, batch)
+    raised = [r for r in ran if isinstance(r.event, StepBodyRaised)]
+    assert len(raised) == 1
+    app.engine.commit_bodies(ran)
+    flaky = raised[0].event.action_id
+    assert app.get(flaky).status is ActionStatus.PERFORMING
+    assert any(m.action_id == flaky and m.attempt == 1 for m in app.store.queued())
+    _run_all(app)
+    assert app.get(flaky).status is ActionStatus.SUCCEEDED
+    assert app.get(root).status is ActionStatus.SUCCEEDED
