@@ -75,8 +75,9 @@ def test_the_run_covers_every_crash_point_fault_status_and_lane_event(
     results: list[SimulationResult],
 ) -> None:
     """Coverage probes: across the run, every crash point, fault kind, terminal status
-    and lane event was hit at least once, and batches were handled with prefetched
-    records that saved loads (a probe never hit fails the run)."""
+    and lane event was hit at least once, batches were handled with prefetched
+    records that saved loads, and run messages were committed in groups, a crash
+    losing a group's outcomes too (a probe never hit fails the run)."""
     if len(results) < 500:
         pytest.skip(f"coverage needs the full run; only {len(results)} seed(s) ran")
     total: Counter[str] = Counter()
@@ -88,6 +89,7 @@ def test_the_run_covers_every_crash_point_fault_status_and_lane_event(
         + [f"status:{s}" for s in TERMINAL]
         + [f"lane:{e}" for e in LANE_EVENTS]
         + ["prefetch:batch", "prefetch:load_saved"]
+        + ["group:held", "group:committed", "group:crashed_holding"]
     )
     never = [probe for probe in wanted if not total[probe]]
     assert not never, f"never hit: {never}"

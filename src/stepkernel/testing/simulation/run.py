@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import hashlib
 import itertools
+import math
 import random
 from collections import Counter
 from typing import TYPE_CHECKING, Any
@@ -13,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 from stepkernel.adapters.memory import InMemoryWorkflowStore
 from stepkernel.domain.errors import ConflictError, StepkernelError
 from stepkernel.domain.events import StepBodyRaised, StepBodyRan
+from stepkernel.domain.messages import MessageKind
 from stepkernel.domain.records import (
     ACTION,
     AchievementRecord,
@@ -23,6 +25,7 @@ from stepkernel.domain.records import (
 from stepkernel.domain.status import ActionStatus
 from stepkernel.ports.store import Commit, Delivery
 from stepkernel.runtime.app import App
+from stepkernel.runtime.grouping import RunGroup
 from stepkernel.runtime.prefetch import BatchRecords
 from stepkernel.testing.faults import SimulatedCrash
 from stepkernel.testing.invariants import CheckedStore, Invariants, Violation
@@ -62,6 +65,9 @@ class _Run:
         # by the worker's own commits; see runtime.prefetch) or loaded message by
         # message: a stream of its own, so adding it changed no other trajectory.
         self.prefetching = random.Random(f"prefetch:{seed}")
+        # Whether a batch's run messages are committed as groups, as Worker does (see
+        # runtime.grouping), and how large: a stream of its own, likewise.
+        self.grouping = random.Random(f"group:{seed}")
         setup = random.Random(f"setup:{seed}")
         workload = sim.workload
         self.workload = workload if isinstance(workload, Workload) else workload(setup)
@@ -314,6 +320,7 @@ class _Run:
         """*worker* leases up to *limit* messages and handles them; returns how many."""
         self.stack.append(worker)
         handled = 0
+        group: RunGroup | None = None
         try:
             batch = self.store.lease(
                 worker=worker.name, limit=limit, lease_seconds=self.sim.lease_seconds
@@ -326,11 +333,26 @@ class _Run:
                 known = BatchRecords(self.store, max_age=1.0, clock=lambda: self.clock.true)
                 known.prefetch(d.message for d in batch)
                 self.coverage["prefetch:batch"] += 1
+            if batch and self.grouping.random() < 0.5:
+                # Never committed for age: by size, before another kind, at the end.
+                group = RunGroup(
+                    self.app.engine,
+                    known,
+                    limit=self.grouping.randint(2, 4),
+                    window=math.inf,
+                    clock=lambda: self.clock.true,
+                    on_flush=lambda done: self._let_go(worker, done),
+                )
             for delivery in batch:
                 worker.running = run_key(delivery)
                 try:
                     saved = known.loads_saved if known is not None else 0
-                    self.app.engine.handle(delivery, known)
+                    if group is not None and delivery.message.kind is MessageKind.RUN:
+                        self._grouped(group, delivery)
+                    else:
+                        if group is not None:
+                            group.flush()
+                        self.app.engine.handle(delivery, known)
                     if known is not None and known.loads_saved > saved:
                         self.coverage["prefetch:load_saved"] += 1
                 except ConflictError:
@@ -338,10 +360,24 @@ class _Run:
                 except StepkernelError as exc:
                     self.extra.append(Violation("worker-error", f"{type(exc).__name__}: {exc}"))
                 handled += 1
-                if worker.running is not None and worker.running in worker.holding:
-                    worker.holding.remove(worker.running)
+                running = worker.running
+                if (
+                    running is not None
+                    and running in worker.holding
+                    and (group is None or running not in map(run_key, group.deliveries))
+                ):
+                    worker.holding.remove(running)
                 worker.running = None
+            if group is not None:
+                try:
+                    group.flush()
+                except ConflictError:
+                    self.coverage["conflict_gave_up"] += 1
+                except StepkernelError as exc:
+                    self.extra.append(Violation("worker-error", f"{type(exc).__name__}: {exc}"))
         except SimulatedCrash:
+            if group is not None and len(group):
+                self.coverage["group:crashed_holding"] += 1  # its outcomes are lost
             worker.alive = False
             worker.restart_at = self.clock.true + self.rng.uniform(1.0, self.sim.lease_seconds)
         finally:
@@ -349,6 +385,22 @@ class _Run:
             worker.holding = []
             self.stack.pop()
         return handled
+
+    def _grouped(self, group: RunGroup, delivery: Delivery) -> None:
+        """Run *delivery*'s body into *group*.  The attempts a group holds stay in the
+        worker's hands (a crash before the group commits may let them run again)
+        until it commits."""
+        held = len(group)
+        group.add(delivery)
+        if len(group) > 1 and len(group) > held:
+            self.coverage["group:held"] += 1
+
+    def _let_go(self, worker: SimWorker, deliveries: list[Delivery]) -> None:
+        """A group committed (or gave up) *deliveries*: no longer in the worker's hands."""
+        if len(deliveries) > 1:
+            self.coverage["group:committed"] += 1
+        done = [run_key(d) for d in deliveries]
+        worker.holding = [k for k in worker.holding if k not in done]
 
     def _recover(self, worker: SimWorker) -> None:
         """*worker* runs the recovery sweep (as real workers do every few minutes)."""
