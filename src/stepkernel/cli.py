@@ -34,6 +34,7 @@ from stepkernel.demo.render import Style, action_line, clock_time, render_tree
 from stepkernel.demo.run import run_demo, style_for
 from stepkernel.demo.workflow import DemoWorld
 from stepkernel.ports.store import ActionQuery
+from stepkernel.runtime.grouping import DEFAULT_GROUP, DEFAULT_WINDOW
 
 Handler = Callable[[argparse.Namespace], int]
 
@@ -104,7 +105,12 @@ def cmd_worker(args: argparse.Namespace) -> int:
         if world is not None:
             world.dns.bind(app)
         recovered = app.recover()
-        worker: Worker = app.worker(threads=args.threads, recover_every=args.recover_every)
+        worker: Worker = app.worker(
+            threads=args.threads,
+            recover_every=args.recover_every,
+            group=args.group,
+            group_window=args.group_window,
+        )
         print(
             f"worker {worker.name}: {args.threads} thread(s) on {args.db}; "
             f"{recovered} wake-up(s) recovered; SIGTERM or Ctrl-C to stop",
@@ -237,6 +243,13 @@ def _positive_float(text: str) -> float:
     return value
 
 
+def _non_negative_float(text: str) -> float:
+    value = float(text)
+    if not value >= 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"must be a finite number >= 0, got {text}")
+    return value
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="stepkernel", description=__doc__.split("\n")[0])
     verbs = parser.add_subparsers(dest="verb", required=True, metavar="VERB")
@@ -284,6 +297,21 @@ def build_parser() -> argparse.ArgumentParser:
         default=300.0,
         metavar="S",
         help="seconds between recovery sweeps for lost wake-ups (default 300)",
+    )
+    worker.add_argument(
+        "--group",
+        type=_positive,
+        default=DEFAULT_GROUP,
+        metavar="N",
+        help=f"step outcomes committed together at most (default {DEFAULT_GROUP}; 1: each "
+        "on its own)",
+    )
+    worker.add_argument(
+        "--group-window",
+        type=_non_negative_float,
+        default=DEFAULT_WINDOW,
+        metavar="S",
+        help=f"seconds the oldest held outcome waits for more (default {DEFAULT_WINDOW})",
     )
 
     show = verb("show", cmd_show, "print an action tree with statuses, timings and errors")

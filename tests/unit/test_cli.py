@@ -342,3 +342,31 @@ def test_main_prune_deletes_old_finished_trees(
         assert app.get(waiting).status is ActionStatus.PERFORMING
     finally:
         app.store.close()
+
+
+@pytest.mark.parametrize(
+    "option", [["--group", "0"], ["--group-window", "-1"], ["--group-window", "inf"]]
+)
+def test_main_worker_refuses_a_bad_group_setting(
+    option: list[str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``worker --group`` below 1 or a ``--group-window`` that is negative or infinite is
+    a usage error: exit 2 with a message naming the option, and no worker starts."""
+    assert main(["worker", "--db", "memory://", *option]) == 2
+    assert option[0] in capsys.readouterr().err
+
+
+def test_main_worker_passes_its_group_settings_on(
+    url: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``worker --group 4 --group-window 0.5`` builds a worker with those settings."""
+    from stepkernel.runtime.worker import Worker
+
+    seen: list[tuple[int, float]] = []
+
+    def run_forever(self: Worker, **_: object) -> None:
+        seen.append((self.group, self.group_window))
+
+    monkeypatch.setattr(Worker, "run_forever", run_forever)
+    assert main(["worker", "--db", url, "--group", "4", "--group-window", "0.5"]) == 0
+    assert seen == [(4, 0.5)]
