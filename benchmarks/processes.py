@@ -16,7 +16,9 @@ import argparse
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -56,6 +58,8 @@ def server_counter(url: str) -> int | None:
 
 
 def _workers(url: str, processes: int) -> list[subprocess.Popen[bytes]]:
+    """Start *processes* worker processes and wait until each is leasing; each one's
+    stderr goes to a temporary file, shown if it exits early (see :func:`_wait_done`)."""
     command = [
         sys.executable,
         "-m",
@@ -69,7 +73,12 @@ def _workers(url: str, processes: int) -> list[subprocess.Popen[bytes]]:
         "2",
     ]
     workers = [
-        subprocess.Popen(command, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+        subprocess.Popen(
+            command,
+            cwd=ROOT,
+            stdout=subprocess.PIPE,
+            stderr=tempfile.TemporaryFile(),  # noqa: SIM115 - closed with the process
+        )
         for _ in range(processes)
     ]
     for worker in workers:  # wait until each worker printed its banner: it is leasing
@@ -85,11 +94,29 @@ def _stop(workers: list[subprocess.Popen[bytes]]) -> None:
         worker.wait(timeout=30)
 
 
-def _wait_done(store: WorkflowStore, what: str) -> None:
+def _stderr_tail(worker: subprocess.Popen[bytes], lines: int = 20) -> str:
+    stream = worker.stderr
+    if stream is None:
+        return ""
+    stream.seek(0)
+    return "\n".join(stream.read().decode(errors="replace").splitlines()[-lines:])
+
+
+def _wait_done(
+    store: WorkflowStore, what: str, workers: Sequence[subprocess.Popen[bytes]] = ()
+) -> None:
+    """Wait until nothing is pending or performing; raise if it takes ten minutes or a
+    worker process exits meanwhile (with the end of its stderr), instead of waiting
+    for work that nobody does."""
     deadline = time.monotonic() + 600
     while store.find_actions(ActionQuery(statuses=_UNFINISHED, limit=1)):
         if time.monotonic() > deadline:
             raise RuntimeError(f"{what} did not finish")
+        for worker in workers:
+            if worker.poll() is not None:
+                raise RuntimeError(
+                    f"{what}: a worker exited with {worker.returncode}:\n{_stderr_tail(worker)}"
+                )
         time.sleep(0.1)  # polling is not free: each poll is a query on the server under test
 
 
@@ -109,7 +136,7 @@ def run(url: str, workload: str, *, roots: int, processes: int = 2) -> dict[str,
     workers = _workers(url, processes)
     start = time.time()
     try:
-        _wait_done(store, f"{workload} on {url}")
+        _wait_done(store, f"{workload} on {url}", workers)
     finally:
         _stop(workers)
     # Only now: PostgreSQL backends publish their transaction counts at most once a
@@ -149,7 +176,7 @@ def latency(
             action = app.invoke_later(Node(offset + i), "three_steps")
             assert action.id is not None
             ids.append(action.id)
-        _wait_done(store, f"latency run on {url}")
+        _wait_done(store, f"latency run on {url}", workers)
     finally:
         _stop(workers)
     records = [app.get(i) for i in ids]
