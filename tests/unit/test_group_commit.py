@@ -471,9 +471,10 @@ def test_stopping_a_worker_commits_what_its_group_holds(store: WorkflowStore) ->
     def run_body(record: ActionRecord) -> Any:
         event = original(record)
         if len(RAN) == 5 and not stopping:
-            stopping.append(threading.Thread(target=worker.stop))
-            stopping[0].start()
-            stopping[0].join(0.1)  # stop() is now waiting for this thread
+            stopper = threading.Thread(target=worker.stop)
+            stopper.start()
+            stopping.append(stopper)  # only once started: the test joins it
+            stopper.join(0.1)  # stop() is now waiting for this thread
         return event
 
     app.engine.run_body = run_body  # type: ignore[method-assign]
