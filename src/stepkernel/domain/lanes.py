@@ -47,7 +47,9 @@ from stepkernel.domain.status import ActionStatus, ActionTrigger, StepStatus
 from stepkernel.domain.transaction import Tx
 
 
-@attrs.frozen
+@attrs.frozen(
+    slots=False
+)  # dict-backed: attrs then builds it by writing the instance dict, faster than slots
 class Submitted:
     """How a submission was served: ``action_id`` is the action the dependency waits on
     (``None`` when nothing will ever settle it later); ``settled`` is ``(ok, status)``
@@ -80,7 +82,34 @@ def submit(
     if spec.concurrency_key in ancestor_lanes:
         return _deadlocked(tx, spec, parent=parent, root_id=root_id, ancestor_lanes=ancestor_lanes)
 
-    lane = tx.lane(spec.concurrency_key)
+    stored = tx.get((LANE, spec.concurrency_key))
+    if stored is None or (isinstance(stored, LaneRecord) and stored.empty):
+        # Free lane: the new action is created already started (one record, not two).
+        now = tx.now
+        started = _pending_record(
+            tx,
+            spec,
+            parent=parent,
+            root_id=root_id,
+            ancestor_lanes=ancestor_lanes,
+            status=_STARTED,
+            started_at=now,
+            deadline=None if spec.timeout is None else now + spec.timeout,
+            steps=(StepRecord(index=0, name=spec.step_names[0], started_at=now),),
+        )
+        tx.put(
+            LaneRecord(
+                key=spec.concurrency_key,
+                holder=started.id,
+                holder_checksum=None
+                if spec.checksum is None
+                else (spec.checksum_key, spec.checksum),
+            )
+        )
+        _started(tx, started)
+        return Submitted("created", started.id)
+    assert isinstance(stored, LaneRecord)
+    lane = stored
     if spec.checksum is not None:
         joined = _joinable(lane, spec)
         if joined is not None and not is_descendant(spec.id, joined):
@@ -94,22 +123,6 @@ def submit(
                 if parent is not None and parent not in target.dependents:
                     tx.put(evolve(target, dependents=(*target.dependents, parent)))
                 return Submitted("joined", joined)
-
-    if lane.holder is None and not lane.queue:
-        # Free lane: the new action is created already started (one record, not two).
-        started = _pending_record(
-            tx,
-            spec,
-            parent=parent,
-            root_id=root_id,
-            ancestor_lanes=ancestor_lanes,
-            **_start_changes(tx, ActionStatus.PENDING, spec.id, spec.timeout, spec.step_names),
-        )
-        tx.put_lane(
-            LaneRecord(key=lane.key, holder=started.id, holder_checksum=_checksum_pair(started))
-        )
-        _started(tx, started)
-        return Submitted("created", started.id)
 
     record = _pending_record(
         tx, spec, parent=parent, root_id=root_id, ancestor_lanes=ancestor_lanes
@@ -146,6 +159,10 @@ def submit(
     )
     tx.put_lane(evolve(lane, queue=(entry,)))
     return Submitted("queued", record.id)
+
+
+_STARTED = next_action_status(ActionStatus.PENDING, ActionTrigger.START)
+"""The status a submission on a free lane is created with (from the lifecycle table)."""
 
 
 def start(tx: Tx, record: ActionRecord) -> ActionRecord:

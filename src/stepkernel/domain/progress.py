@@ -42,7 +42,9 @@ def replace_step(record: ActionRecord, step: StepRecord) -> ActionRecord:
 def advance(tx: Tx, record: ActionRecord, step: StepRecord) -> ActionRecord:
     """Make *step* the current step of *record*; if it has nothing open, finish it and
     move on: next step, outbound wait, or the end of the action."""
-    if step.status is not StepStatus.PERFORMING or step.open:
+    # Nothing open <=> as many settled as dependencies (settled ids are distinct
+    # dependencies: StepRecord's validator), without building the open set.
+    if step.status is not StepStatus.PERFORMING or len(step.settled) < len(step.dependencies):
         record = replace_step(record, step)
         tx.put(record)
         return record
