@@ -43,7 +43,9 @@ class ErrorInfo:
         return cls(type=type_, message=message)
 
 
-@frozen
+@frozen(
+    slots=False
+)  # dict-backed: attrs then builds it by writing the instance dict, faster than slots
 class Dependent:
     """A step waiting on an action: ``dep_id`` is the dependency id inside that step.
 
@@ -72,29 +74,47 @@ _ACTION_SETS = ("after", "ancestor_lanes")
 
 
 def _check_step(instance: StepRecord, _attribute: Any, _value: Any) -> None:
+    state = instance.__dict__
+    dependencies = state["dependencies"]
+    settled = state["settled"]
+    failures = state["failures"]
     if (
-        type(instance.dependencies) is not tuple
-        or type(instance.settled) is not frozenset
-        or type(instance.failures) is not frozenset
-        or type(instance.links) is not tuple
-        or type(instance.wakes) is not tuple
+        type(dependencies) is not tuple
+        or type(settled) is not frozenset
+        or type(failures) is not frozenset
+        or type(state["links"]) is not tuple
+        or type(state["wakes"]) is not tuple
     ):
         _check_types(f"step {instance.index}", instance, _STEP_TUPLES, _STEP_SETS)
-    if not instance.dependencies:
-        if instance.settled or instance.failures:
+    if not dependencies:
+        if settled or failures:
             raise ValueError(f"step {instance.index}: settled ids are not all dependencies")
         return
-    deps = set(instance.dependencies)
-    if len(deps) != len(instance.dependencies):
-        raise ValueError(f"step {instance.index}: duplicate dependency ids")
-    if not instance.settled <= deps:
+    # The set of dependency ids, checked once per tuple: a successor that keeps the
+    # same tuple (a settlement) reuses its predecessor's (evolve copies the dict).
+    memo = state.get(_DEPENDENCY_SET)
+    if memo is not None and memo[0] is dependencies:
+        deps = memo[1]
+    else:
+        deps = frozenset(dependencies)
+        if len(deps) != len(dependencies):
+            raise ValueError(f"step {instance.index}: duplicate dependency ids")
+        state[_DEPENDENCY_SET] = (dependencies, deps)
+    if not settled <= deps:
         raise ValueError(f"step {instance.index}: settled ids are not all dependencies")
-    if not instance.failures <= instance.settled:
+    if not failures <= settled:
         raise ValueError(f"step {instance.index}: failures must be settled")
-    if instance.wakes and not {dep for dep, _at in instance.wakes} <= deps:
+    wakes = state["wakes"]
+    if wakes and not {dep for dep, _at in wakes} <= deps:
         raise ValueError(f"step {instance.index}: a wait that is not a dependency")
-    if instance.status is StepStatus.SUCCEEDED and (instance.settled != deps or instance.failures):
+    if state["status"] is StepStatus.SUCCEEDED and (settled != deps or failures):
         raise ValueError(f"step {instance.index}: succeeded with open or failed dependencies")
+
+
+_DEPENDENCY_SET = "_dependency_set"
+"""Where a step keeps ``(dependencies, frozenset(dependencies))`` once checked: not a
+field (not compared, encoded or reset), only a cache the validator trusts while the
+tuple is the same object."""
 
 
 @frozen(slots=False)  # dict-backed: see evolve()
@@ -139,23 +159,30 @@ class Completion:
 
 
 def _check_action(instance: ActionRecord, _attribute: Any, _value: Any) -> None:
+    state = instance.__dict__
+    steps = state["steps"]
+    step_names = state["step_names"]
     if (
-        type(instance.steps) is not tuple
-        or type(instance.dependents) is not tuple
-        or type(instance.step_names) is not tuple
-        or type(instance.after) is not frozenset
-        or type(instance.ancestor_lanes) is not frozenset
+        type(steps) is not tuple
+        or type(state["dependents"]) is not tuple
+        or type(step_names) is not tuple
+        or type(state["after"]) is not frozenset
+        or type(state["ancestor_lanes"]) is not frozenset
     ):
         _check_types(f"action {instance.id}", instance, _ACTION_TUPLES, _ACTION_SETS)
-    if instance.status is ActionStatus.PENDING and instance.steps:
-        raise ValueError(f"action {instance.id}: pending but has started steps")
-    for position, step in enumerate(instance.steps):
-        if step.index != position:
-            raise ValueError(f"action {instance.id}: step {position} has index {step.index}")
-    if len(instance.steps) > max(len(instance.step_names), 1):
-        raise ValueError(f"action {instance.id}: more steps than defined")
-    if instance.callbacks not in ("none", "pending", "ok", "failed"):
+    if steps:
+        if state["status"] is ActionStatus.PENDING:
+            raise ValueError(f"action {instance.id}: pending but has started steps")
+        for position, step in enumerate(steps):
+            if step.index != position:
+                raise ValueError(f"action {instance.id}: step {position} has index {step.index}")
+        if len(steps) > len(step_names) and len(steps) > 1:
+            raise ValueError(f"action {instance.id}: more steps than defined")
+    if state["callbacks"] not in _CALLBACK_STATES:
         raise ValueError(f"action {instance.id}: bad callbacks state {instance.callbacks!r}")
+
+
+_CALLBACK_STATES = frozenset({"none", "pending", "ok", "failed"})
 
 
 @frozen(slots=False)  # dict-backed: see evolve()
@@ -370,7 +397,9 @@ def key_of(record: Record) -> RecordKey:
     return (ACHIEVEMENT, record.key)
 
 
-@frozen
+@frozen(
+    slots=False
+)  # dict-backed: attrs then builds it by writing the instance dict, faster than slots
 class Tombstone:
     """A deletion of the record at ``key`` whose current version is ``version``."""
 
