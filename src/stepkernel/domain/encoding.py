@@ -154,11 +154,17 @@ def seal_lazily(record: Record, *, base: Record | None, event_id: str) -> Record
     the in-memory store settles it explicitly so records never keep their predecessors).
     Completed in place, like :func:`seal`.
     """
-    setattr_ = object.__setattr__
-    setattr_(record, "version", (base.version if base is not None else 0) + 1)
-    setattr_(record, "last_event", event_id)
-    setattr_(record, "_base", base if base is not None else FIRST_VERSION)
-    setattr_(record, "_depth", 1 + (base.unsettled_depth if base is not None else 0))
+    state = record.__dict__  # records are dict-backed: one dict, no setattr per field
+    if base is None:
+        state["version"] = 1
+        state["last_event"] = event_id
+        state["_base"] = FIRST_VERSION
+        state["_depth"] = 1
+    else:
+        state["version"] = base.version + 1
+        state["last_event"] = event_id
+        state["_base"] = base
+        state["_depth"] = 1 + base.unsettled_depth
     return record
 
 

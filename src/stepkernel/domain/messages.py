@@ -26,7 +26,9 @@ class MessageKind(StrEnum):
     AFTER = "after"
 
 
-@frozen
+@frozen(
+    slots=False
+)  # dict-backed: attrs then builds it by writing the instance dict, faster than slots
 class Message:
     """One queued wake-up; ``available_at`` is a store-clock timestamp."""
 

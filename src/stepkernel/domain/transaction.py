@@ -31,7 +31,16 @@ from stepkernel.domain.view import Decision, View
 class Tx:
     """Reads through to the view, keeps the latest working copy of every record."""
 
-    __slots__ = ("_base", "_changed", "_finished", "_messages", "_read", "event_id", "now")
+    __slots__ = (
+        "_base",
+        "_changed",
+        "_finished",
+        "_messages",
+        "_read",
+        "_writers",
+        "event_id",
+        "now",
+    )
 
     def __init__(self, view: View, event_id: str, now: float) -> None:
         self._base = view.records
@@ -39,6 +48,8 @@ class Tx:
         self._read: set[RecordKey] = set()
         self._messages: dict[str, Message] = {}
         self._finished: list[str] = []
+        # Per record key, the event that wrote it last: only a group (GroupTx) keeps it.
+        self._writers: dict[RecordKey, str] | None = None
         self.event_id = event_id
         self.now = now
 
@@ -110,15 +121,7 @@ class Tx:
         result_id: str | None = None,
         result_status: ActionStatus | None = None,
     ) -> Decision:
-        return self._decision(outcome, result_id, result_status, None)
-
-    def _decision(
-        self,
-        outcome: str,
-        result_id: str | None,
-        result_status: ActionStatus | None,
-        writers: dict[RecordKey, str] | None,
-    ) -> Decision:
+        writers = self._writers
         writes: list[Record] = []
         deletes: list[Tombstone] = []
         base_records = self._base
@@ -163,11 +166,11 @@ class GroupTx(Tx):
     sealed with the id of the member that wrote it last.
     """
 
-    __slots__ = ("_writers", "outcomes")
+    __slots__ = ("_written_by", "outcomes")
 
     def __init__(self, view: View, event_id: str, now: float) -> None:
         super().__init__(view, event_id, now)
-        self._writers: dict[RecordKey, str] = {}
+        self._written_by: dict[RecordKey, str] = {}
         self.outcomes: list[str] = []
 
     def begin(self, event_id: str) -> None:
@@ -177,7 +180,7 @@ class GroupTx(Tx):
     def put(self, record: Record) -> None:
         key = key_of(record)
         self._changed[key] = record
-        self._writers[key] = self.event_id
+        self._written_by[key] = self.event_id
 
     def decision(
         self,
@@ -191,7 +194,8 @@ class GroupTx(Tx):
 
     def group_decision(self, outcome: str) -> Decision:
         """The decision of the whole group."""
-        return self._decision(outcome, None, None, self._writers)
+        self._writers = self._written_by
+        return Tx.decision(self, outcome)
 
 
 _MEMBER_NOTED = Decision(outcome="noted")

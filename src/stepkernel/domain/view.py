@@ -26,7 +26,9 @@ class View:
     records: Mapping[RecordKey, Record | None] = field(factory=dict)
 
 
-@frozen
+@frozen(
+    slots=False
+)  # dict-backed: attrs then builds it by writing the instance dict, faster than slots
 class Decision:
     """What one event changes: new record versions, deletions and messages to commit
     atomically, plus the versions of records read but not written (``guards``, 0 for
