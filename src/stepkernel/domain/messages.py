@@ -55,14 +55,18 @@ class Message:
         *,
         preload: tuple[tuple[str, str], ...] = (),
     ) -> Message:
+        # Positionally, in field order: the most built message, and kwargs cost.
         return cls(
-            id=f"run:{action_id}:{step}:{attempt}",
-            kind=MessageKind.RUN,
-            action_id=action_id,
-            step=step,
-            attempt=attempt,
-            available_at=at,
-            preload=preload,
+            f"run:{action_id}:{step}:{attempt}",
+            MessageKind.RUN,
+            action_id,
+            step,
+            attempt,
+            "",
+            True,
+            "",
+            at,
+            preload,
         )
 
     @classmethod

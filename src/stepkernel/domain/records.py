@@ -479,7 +479,9 @@ def evolve(inst: _R, **changes: Any) -> _R:
     if not shape.names.issuperset(changes):
         unknown = sorted(set(changes) - shape.names)
         raise TypeError(f"{cls.__name__} has no field(s) {', '.join(unknown)}")
-    state = {**inst.__dict__, **reset, **changes}
+    state = inst.__dict__.copy()  # about twice as fast as {**a, **b, **c} here
+    state.update(reset)
+    state.update(changes)
     successor = _new(cls)
     _setattr(successor, "__dict__", state)
     for check, attribute in shape.checks:

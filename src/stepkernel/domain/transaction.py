@@ -143,15 +143,17 @@ class Tx:
             if key not in changed:
                 base = base_records[key]
                 guards[key] = base.version if base is not None else 0
+        # Positionally, in field order (writes, deletes, messages, guards, outcome,
+        # result_id, result_status, finished): built for every event, and kwargs cost.
         return Decision(
-            writes=tuple(writes),
-            deletes=tuple(deletes),
-            messages=tuple(self._messages.values()),
-            guards=guards,
-            outcome=outcome,
-            result_id=result_id,
-            result_status=result_status,
-            finished=tuple(self._finished),
+            tuple(writes),
+            tuple(deletes),
+            tuple(self._messages.values()),
+            guards,
+            outcome,
+            result_id,
+            result_status,
+            tuple(self._finished),
         )
 
 
