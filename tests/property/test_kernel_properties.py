@@ -1,4 +1,5 @@
-"""``decide`` is pure and ignores what no longer applies.
+"""``decide`` is pure, ignores what no longer applies, and decides a group of body
+outcomes as its members one after the other.
 
 Realistic views come from driving small workflows through the in-memory app one message
 at a time; the kernel is then asked about events against a snapshot of every record.
@@ -10,16 +11,22 @@ import copy
 from typing import Any
 
 import attrs
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from stepkernel import ActionStatus, Registry, RetryPolicy
 from stepkernel.adapters.memory import InMemoryWorkflowStore
 from stepkernel.domain.errors import MissingRecordsError
-from stepkernel.domain.events import Event, MessageDelivered, StepBodyRan
+from stepkernel.domain.events import (
+    Event,
+    MessageDelivered,
+    StepBodiesRan,
+    StepBodyRaised,
+    StepBodyRan,
+)
 from stepkernel.domain.kernel import decide, keys_for
 from stepkernel.domain.messages import MessageKind
-from stepkernel.domain.records import ActionRecord, Record, RecordKey
+from stepkernel.domain.records import ActionRecord, ErrorInfo, Record, RecordKey, key_of
 from stepkernel.domain.status import StepStatus
 from stepkernel.domain.view import Decision, View
 from stepkernel.ports.store import Delivery
@@ -225,3 +232,87 @@ def test_decide_run_to_completion_finishes_the_root(shape: Shape) -> None:
         [ActionStatus.SUCCEEDED],
         [ActionStatus.TIMED_OUT],
     )
+
+
+def _state_of(record: Record | None) -> Any:
+    """A record's state: its fields without version and digest chain."""
+    if record is None:
+        return None
+    return tuple(
+        getattr(record, a.name) for a in attrs.fields(type(record)) if a.init and not a.kw_only
+    )
+
+
+def _decided(records: dict[RecordKey, Record | None], event: Event, now: float) -> Decision:
+    while True:
+        try:
+            return decide(View(records=dict(records)), event, now)
+        except MissingRecordsError as need:
+            records.update(dict.fromkeys(k for k in need.keys if k not in records))
+
+
+def _pending_step(records: dict[RecordKey, Record], event: StepBodyRan) -> bool:
+    record = records.get(("action", event.action_id))
+    step = record.current_step if isinstance(record, ActionRecord) else None
+    return step is not None and step.status is StepStatus.PENDING
+
+
+# Wider fan-outs, caught early: several children pending at once.
+fan_shapes = st.builds(
+    Shape,
+    pings=st.integers(2, 6),
+    waits=st.integers(0, 2),
+    steps=st.integers(1, 2),
+    flaky=st.booleans(),
+    timeout=st.none() | st.integers(3, 30),
+)
+
+
+@settings(max_examples=max(200, settings().max_examples))
+@given(fan_shapes, st.integers(1, 8), st.data())
+def test_a_group_of_body_outcomes_decides_like_its_members_in_order(
+    shape: Shape, messages: int, data: st.DataObject
+) -> None:
+    """``StepBodiesRan`` of body outcomes for distinct actions (some raising, one maybe
+    stale) leaves every record in the state that deciding its members one after the
+    other leaves, and sends the same messages."""
+    app = build_app(shape)
+    run(app, messages)
+    outcomes = [e for e in candidate_events(app) if isinstance(e, StepBodyRan)]
+    records = stored(app)
+    runnable = [e for e in outcomes if _pending_step(records, e)]
+    if not runnable:
+        return
+    chosen = data.draw(
+        st.lists(st.sampled_from(runnable), min_size=1, unique_by=lambda e: e.action_id)
+    )
+    stale = [e for e in outcomes if e.action_id not in {c.action_id for c in chosen}]
+    with_stale: bool = data.draw(st.booleans(), label="with a stale member")
+    if stale and with_stale:
+        chosen.insert(data.draw(st.integers(0, len(chosen))), data.draw(st.sampled_from(stale)))
+    members: list[StepBodyRan | StepBodyRaised] = []
+    for e in chosen:
+        raises: bool = data.draw(st.booleans(), label="raises")
+        error = ErrorInfo.of("E", "x")
+        members.append(StepBodyRaised(e.action_id, e.step, e.attempt, error=error) if raises else e)
+    now = app.store.now()
+    view: dict[RecordKey, Record | None] = dict(records)
+    group = _decided(view, StepBodiesRan(tuple(members)), now)
+    grouped = dict(view)
+    for record in group.writes:
+        grouped[key_of(record)] = record
+    for tomb in group.deletes:
+        grouped[tomb.key] = None
+    alone = dict(view)
+    sent: dict[str, Any] = {}
+    for member in members:
+        decision = _decided(alone, member, now)
+        for record in decision.writes:
+            alone[key_of(record)] = record
+        for tomb in decision.deletes:
+            alone[tomb.key] = None
+        sent.update((m.id, m) for m in decision.messages)
+    assert {k: _state_of(v) for k, v in grouped.items()} == {
+        k: _state_of(v) for k, v in alone.items()
+    }
+    assert {m.id: m for m in group.messages} == sent
