@@ -54,14 +54,18 @@ class Shape:
     timeout: int | None
 
 
-shapes = st.builds(
-    Shape,
-    pings=st.integers(0, 3),
-    waits=st.integers(0, 2),
-    steps=st.integers(1, 2),
-    flaky=st.booleans(),
-    timeout=st.none() | st.integers(3, 30),
-)
+def shapes_with(pings: st.SearchStrategy[int]) -> st.SearchStrategy[Shape]:
+    return st.builds(
+        Shape,
+        pings=pings,
+        waits=st.integers(0, 2),
+        steps=st.integers(1, 2),
+        flaky=st.booleans(),
+        timeout=st.none() | st.integers(3, 30),
+    )
+
+
+shapes = shapes_with(st.integers(0, 3))
 
 
 def build_app(shape: Shape) -> App:
@@ -257,15 +261,8 @@ def _pending_step(records: dict[RecordKey, Record], event: StepBodyRan) -> bool:
     return step is not None and step.status is StepStatus.PENDING
 
 
-# Wider fan-outs, caught early: several children pending at once.
-fan_shapes = st.builds(
-    Shape,
-    pings=st.integers(2, 6),
-    waits=st.integers(0, 2),
-    steps=st.integers(1, 2),
-    flaky=st.booleans(),
-    timeout=st.none() | st.integers(3, 30),
-)
+fan_shapes = shapes_with(st.integers(2, 6))
+"""Wider fan-outs (caught early: several children pending at once)."""
 
 
 @settings(max_examples=max(200, settings().max_examples))

@@ -13,7 +13,6 @@ from typing import Any
 
 import attrs
 
-from stepkernel.domain.encoding import seal
 from stepkernel.domain.errors import (
     ConflictError,
     CorruptRecordError,
@@ -41,7 +40,6 @@ from stepkernel.domain.records import (
     ErrorInfo,
     Record,
     RecordKey,
-    Tombstone,
 )
 from stepkernel.domain.replay import Entry
 from stepkernel.domain.status import ActionStatus, StepStatus
@@ -53,6 +51,7 @@ from stepkernel.runtime.handles import JobHandle, StepHandle
 from stepkernel.runtime.policy import RetryPolicy
 from stepkernel.runtime.prefetch import BatchRecords, message_keys
 from stepkernel.runtime.prepare import prepare
+from stepkernel.runtime.quarantine import quarantine
 from stepkernel.runtime.registry import Registry, ResolvedAction
 from stepkernel.runtime.snapshot import Action
 
@@ -179,7 +178,7 @@ class Engine:
         what the message needs from the store."""
         message = delivery.message
         if message.kind is MessageKind.RUN:
-            return self._guarded(message, known, lambda: self._run_step(message, known))
+            return self._guarded(message, known, lambda: self._run_step(delivery, known))
         if message.kind is MessageKind.AFTER:
             return self._guarded(message, known, lambda: self._run_callbacks(delivery))
 
@@ -196,12 +195,27 @@ class Engine:
     ) -> Decision | None:
         """Run *work* for *message*: quarantine a record that does not decode (``None``),
         keep *known* current with what was committed, and forget it on any other error."""
+
+        def set_aside(exc: CorruptRecordError) -> None:
+            if known is not None:
+                known.forget(message_keys(message))
+            quarantine(self.store, exc, message)
+
+        return self._kept_current(known, work, set_aside)
+
+    @staticmethod
+    def _kept_current(
+        known: BatchRecords | None,
+        work: Callable[[], Decision],
+        corrupt: Callable[[CorruptRecordError], None],
+    ) -> Decision | None:
+        """*work*'s decision, with *known* told what it committed; ``None`` after
+        *corrupt* handled a record that does not decode; on any other error *known*
+        forgets everything and the error propagates."""
         try:
             decision = work()
         except CorruptRecordError as exc:
-            if known is not None:
-                known.forget(message_keys(message))
-            self._quarantine(exc, message)
+            corrupt(exc)
             return None
         except BaseException:
             if known is not None:
@@ -226,16 +240,10 @@ class Engine:
         ran: list[RanBody] = []
 
         def run() -> Decision:
-            key = (ACTION, message.action_id)
-            keys = message_keys(message)
-            loaded = self.store.load(keys) if known is None else known.load(keys)
-            record = loaded[key]
-            assert record is None or isinstance(record, ActionRecord)
-            if not _runnable(record, message):
-                self.store.ack((message.id,))
+            body = self._ran_body(delivery, known)
+            if body is None:
                 return Decision(outcome="stale")
-            assert record is not None
-            ran.append(RanBody(delivery=delivery, event=self.run_body(record), loaded=loaded))
+            ran.append(body)
             return Decision(outcome="ran")
 
         self._guarded(message, known, run)
@@ -270,77 +278,47 @@ class Engine:
         preloaded: dict[RecordKey, Record | None] = {}
         for item in ran:
             preloaded.update(item.loaded)
-        try:
-            decision = self.apply(
-                StepBodiesRan(tuple(item.event for item in ran)),
-                ack=tuple(item.delivery.message.id for item in ran),
-                preloaded=preloaded,
-                known=known,
-            )
-        except CorruptRecordError:
+
+        def one_by_one(_exc: CorruptRecordError) -> None:
             if known is not None:
                 known.forget()
             for item in ran:
                 self.commit_bodies([item], known)
-            return None
-        except BaseException:
-            if known is not None:
-                known.forget()
-            raise
-        if known is not None:
-            known.committed(decision)
-        return decision
 
-    def _quarantine(self, exc: CorruptRecordError, message: Message) -> None:
-        """A stored record does not decode: fail its action (or drop a lane/achievement)
-        so the worker and the rest of the tree go on; acknowledge the message."""
-        key = tuple(getattr(exc, "key", ("", "")))
-        version = getattr(exc, "version", None)
-        log.error("message %s: %s", message.id, exc)
-        commit = Commit(ack=(message.id,))
-        if isinstance(version, int) and len(key) == 2:
-            if key[0] == ACTION:
-                stand_in = ActionRecord.unreadable(
-                    str(key[1]), getattr(exc, "reason", str(exc)), self.store.now()
-                )
-                commit = Commit(
-                    writes=(
-                        seal(
-                            stand_in,
-                            version=version + 1,
-                            prev_digest="",
-                            event_id=f"unreadable:{key[1]}:{version}",
-                        ),
-                    ),
-                    ack=(message.id,),
-                )
-            else:
-                commit = Commit(
-                    deletes=(Tombstone(key=(str(key[0]), str(key[1])), version=version),),
-                    ack=(message.id,),
-                )
-        try:
-            self.store.commit(commit)
-        except ConflictError:
-            self.store.ack((message.id,))
+        return self._kept_current(
+            known,
+            lambda: self.apply(
+                StepBodiesRan(tuple(item.event for item in ran)),
+                ack=tuple(item.delivery.message.id for item in ran),
+                preloaded=preloaded,
+                known=known,
+            ),
+            one_by_one,
+        )
 
     def _load_action(self, action_id: str) -> ActionRecord | None:
         record = self.store.load([(ACTION, action_id)])[(ACTION, action_id)]
         assert record is None or isinstance(record, ActionRecord)
         return record
 
-    def _run_step(self, message: Message, known: BatchRecords | None = None) -> Decision:
-        key = (ACTION, message.action_id)
+    def _ran_body(self, delivery: Delivery, known: BatchRecords | None) -> RanBody | None:
+        """Load the action of run *delivery* and run its step body; ``None`` (the
+        message acknowledged) when that step no longer waits for this run."""
+        message = delivery.message
         keys = message_keys(message)
         loaded = self.store.load(keys) if known is None else known.load(keys)
-        record = loaded[key]
+        record = loaded[(ACTION, message.action_id)]
         assert record is None or isinstance(record, ActionRecord)
-        if not _runnable(record, message):
+        if record is None or not _runnable(record, message):
             self.store.ack((message.id,))
+            return None
+        return RanBody(delivery=delivery, event=self.run_body(record), loaded=loaded)
+
+    def _run_step(self, delivery: Delivery, known: BatchRecords | None = None) -> Decision:
+        ran = self._ran_body(delivery, known)
+        if ran is None:
             return Decision(outcome="stale")
-        assert record is not None
-        event = self.run_body(record)
-        return self.apply(event, ack=(message.id,), preloaded=loaded, known=known)
+        return self.apply(ran.event, ack=(delivery.message.id,), preloaded=ran.loaded, known=known)
 
     def run_body(self, record: ActionRecord) -> StepBodyRan | StepBodyRaised:
         """Run the current step's body for *record* and describe the outcome as an event."""
