@@ -9,7 +9,7 @@ import itertools
 import math
 import random
 from collections import Counter
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from stepkernel.adapters.memory import InMemoryWorkflowStore
 from stepkernel.domain.errors import ConflictError, StepkernelError
@@ -30,8 +30,9 @@ from stepkernel.runtime.prefetch import BatchRecords
 from stepkernel.testing.faults import SimulatedCrash
 from stepkernel.testing.invariants import CheckedStore, Invariants, Violation
 from stepkernel.testing.simulation.clock import SimClock
+from stepkernel.testing.simulation.completions import complete_some, complete_waiting
 from stepkernel.testing.simulation.faults import Faults
-from stepkernel.testing.simulation.ledger import BodyKey, Ledger, Outcome, SentCompletion
+from stepkernel.testing.simulation.ledger import BodyKey, Ledger, Outcome
 from stepkernel.testing.simulation.model import (
     _CONTEXT,
     SimContext,
@@ -241,7 +242,7 @@ class _Run:
         self._heal_and_drain()
         self._check_quiescence(healed=True)
         self._check_bodies()
-        actions = self._actions()
+        actions = self.actions()
         return SimulationResult(
             seed=self.seed,
             faults=self.faults.active,
@@ -281,7 +282,7 @@ class _Run:
                 self.clock.advance_to(due)
         elif choice < 0.95:
             self._trace("complete")
-            self._complete_some()
+            complete_some(self)
         elif choice < 0.97:
             alive = [w for w in self.workers if w.alive]
             if alive:
@@ -430,48 +431,6 @@ class _Run:
             self.ledger.submission(key, again.id)
             self.coverage["duplicate_submission"] += 1
 
-    # -- outside completions ---------------------------------------------------------------------
-
-    def _outbound_candidates(self) -> list[ActionRecord]:
-        return sorted(
-            (r for r in self._actions().values() if r.outbound and not r.status.terminal),
-            key=lambda r: r.id,
-        )
-
-    def _complete_some(self) -> None:
-        rng = self.rng
-        if self.faults.unknown_completion and rng.random() < self.faults.unknown_completion * 5:
-            self.coverage["fault:unknown_completion"] += 1
-            self._send(f"unknown-{rng.randrange(10**6)}", "succeeded", None, "unknown")
-        candidates = self._outbound_candidates()
-        if not candidates:
-            return
-        record = rng.choice(candidates)
-        if not record.awaiting_completion:
-            if rng.random() >= self.faults.early_completion * 5:
-                return
-            self.coverage["fault:early_completion"] += 1
-            kind = "early"
-        else:
-            kind = "intended"
-        answer = self.workload.outbound(self.app.get(record.id))
-        if answer is None:
-            return
-        status, payload = _answer(answer)
-        self._send(record.id, status, payload, kind)
-        if rng.random() < self.faults.duplicate_completion * 5:
-            self.coverage["fault:duplicate_completion"] += 1
-            self._send(record.id, status, payload, "duplicate")
-
-    def _send(self, action_id: str, status: str, payload: Any, kind: str) -> None:
-        # One id per (action, answer): a duplicate is recognisable, a misaddressed one too.
-        cid = f"sim:{action_id}:{status}"
-        try:
-            answer = self.app.complete(action_id, status, payload, completion_id=cid).outcome
-        except StepkernelError as exc:
-            answer = type(exc).__name__
-        self.ledger.completion(SentCompletion(action_id, cid, status, kind, answer))
-
     # -- healing and the final checks ------------------------------------------------------------
 
     def _heal_and_drain(self) -> None:
@@ -482,7 +441,7 @@ class _Run:
             worker.incarnation += 1
         while self.pending_roots:
             self._submit()
-        budget = self.invariants.transitions + 200 + 60 * max(1, len(self._actions()))
+        budget = self.invariants.transitions + 200 + 60 * max(1, len(self.actions()))
         healthy = self.workers[0]
         while True:
             if self.invariants.transitions > budget:
@@ -495,27 +454,14 @@ class _Run:
                 return
             if self._work(healthy, limit=20):
                 continue
-            if self._complete_waiting():
+            if complete_waiting(self):
                 continue
             due = self.store.next_due()
             if due is None:
                 return
             self.clock.advance_to(due)
 
-    def _complete_waiting(self) -> bool:
-        sent = False
-        for record in self._outbound_candidates():
-            if not record.awaiting_completion:
-                continue
-            answer = self.workload.outbound(self.app.get(record.id))
-            if answer is None:
-                continue
-            status, payload = _answer(answer)
-            self._send(record.id, status, payload, "intended")
-            sent = True
-        return sent
-
-    def _actions(self) -> dict[str, ActionRecord]:
+    def actions(self) -> dict[str, ActionRecord]:
         return {
             key[1]: record
             for key, record in self.inner.all_records().items()
@@ -526,12 +472,4 @@ class _Run:
         self.invariants.at_quiescence(self.inner.all_records(), self.inner.queued(), healed=healed)
 
     def _check_bodies(self) -> None:
-        self.extra.extend(self.ledger.check_bodies(self._actions()))
-
-
-def _answer(answer: Any) -> tuple[str, Any]:
-    payload = None
-    if isinstance(answer, tuple):
-        answer, payload = answer
-    status = ActionStatus.SUCCEEDED if answer is True else ActionStatus(answer)
-    return status.value, payload
+        self.extra.extend(self.ledger.check_bodies(self.actions()))
