@@ -5,6 +5,7 @@ committing them one by one -- in fewer commits."""
 from __future__ import annotations
 
 import itertools
+import math
 import threading
 import time
 from collections.abc import Iterable
@@ -16,7 +17,7 @@ import pytest
 
 from stepkernel import ActionStatus, App, Registry
 from stepkernel.adapters.memory import InMemoryWorkflowStore
-from stepkernel.domain.errors import StoreUnavailableError
+from stepkernel.domain.errors import ConflictError, MissingRecordsError, StoreUnavailableError
 from stepkernel.domain.events import StepBodiesRan, StepBodyRaised, StepBodyRan
 from stepkernel.domain.kernel import decide, keys_for
 from stepkernel.domain.records import ACTION, ActionRecord, ErrorInfo, Record, RecordKey, key_of
@@ -24,8 +25,9 @@ from stepkernel.domain.replay import decode_entry, encode_entry, replay
 from stepkernel.domain.view import View
 from stepkernel.ports.store import Commit, Delivery, WorkflowStore
 from stepkernel.runtime.engine import RanBody
-from stepkernel.runtime.grouping import RunGroup
+from stepkernel.runtime.grouping import Failed, RunGroup
 from stepkernel.runtime.policy import RetryPolicy
+from stepkernel.runtime.prefetch import BatchRecords
 from stepkernel.testing.backdoors import SqlBackdoors
 from stepkernel.testing.history import record_history
 from stepkernel.testing.proxy import StoreProxy
@@ -123,7 +125,8 @@ def _state(app: App, root: str) -> list[tuple[str | None, str, tuple[str, ...]]]
 
 
 class CountingStore(StoreProxy):
-    """Counts commits; fails the next *fail* of them with StoreUnavailableError."""
+    """Counts the commits that go through; fails the next *fail* with
+    StoreUnavailableError."""
 
     def __init__(self, inner: WorkflowStore) -> None:
         super().__init__(inner)
@@ -134,8 +137,8 @@ class CountingStore(StoreProxy):
         if self.fail:
             self.fail -= 1
             raise StoreUnavailableError("injected: connection lost")
-        self.commits += 1
         super().commit(commit)
+        self.commits += 1  # commits that went through
 
 
 # -- the kernel ----------------------------------------------------------------------------
@@ -221,6 +224,55 @@ def test_a_group_of_stale_outcomes_changes_nothing() -> None:
     assert decision.empty
 
 
+def test_a_group_short_of_records_asks_for_every_members_at_once() -> None:
+    """Decided on a view without the children's lanes (which their last steps release),
+    a group's ``MissingRecordsError`` names the lanes of all its members, not only the
+    first one's: one more load, not one per member."""
+    app = _app(InMemoryWorkflowStore())
+    root, batch = _fanned_out(app)
+    events = [r.event for r in _ran_bodies(app, batch)]
+    group = StepBodiesRan(tuple(events))
+    view = app.store.load([*keys_for(group), (ACTION, root)])
+    with pytest.raises(MissingRecordsError) as raised:
+        decide(View(records=view), group, 1_000.0)
+    lanes = {k for k in raised.value.keys if k[0] == "lane"}
+    assert len(lanes) == 20
+
+
+def test_loading_what_the_kernel_asks_for_is_not_a_conflict(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """``Engine.apply`` loads records for as many rounds as the kernel asks (each names
+    records not loaded yet) without counting them against the conflict limit; a kernel
+    asking again for a record it was given raises instead of looping."""
+    app = _app(InMemoryWorkflowStore())
+    _root, batch = _fanned_out(app)
+    events = [r.event for r in _ran_bodies(app, batch)]
+    children = app.store.load([(ACTION, e.action_id) for e in events]).values()
+    lane_keys = [("lane", c.concurrency_key) for c in children if isinstance(c, ActionRecord)]
+    asked = [0]
+
+    def one_key_at_a_time(view: View, event: Any, now: float) -> Any:
+        lanes = [k for k in lane_keys if k not in view.records]
+        if lanes:
+            asked[0] += 1
+            raise MissingRecordsError("one more", keys=(lanes[0],))
+        return decide(view, event, now)
+
+    monkeypatch.setattr("stepkernel.runtime.engine.decide", one_key_at_a_time)
+    app.engine.apply(StepBodiesRan(tuple(events)), ack=[d.message.id for d in batch])
+    assert asked[0] == 20
+    assert app.engine.conflicts == 0
+    assert all(app.get(e.action_id).status is ActionStatus.SUCCEEDED for e in events)
+
+    def asks_for_what_it_has(view: View, event: Any, now: float) -> Any:
+        raise MissingRecordsError("again", keys=(next(iter(view.records)),))
+
+    monkeypatch.setattr("stepkernel.runtime.engine.decide", asks_for_what_it_has)
+    with pytest.raises(MissingRecordsError):
+        app.engine.apply(StepBodyRan(events[0].action_id, 0, 0))
+
+
 def test_a_group_refuses_an_empty_or_repeated_or_foreign_member() -> None:
     """``StepBodiesRan`` holds at least one outcome, at most one per action, and only
     step body outcomes: anything else is a typed error at construction."""
@@ -235,10 +287,12 @@ def test_a_group_refuses_an_empty_or_repeated_or_foreign_member() -> None:
 
 def test_a_group_asks_for_the_keys_of_all_its_members_once() -> None:
     """``keys_for`` a group is the union of its members' keys, in order, without
-    repeats."""
+    repeats; its id differs from any other group's."""
     group = StepBodiesRan((StepBodyRan("a", 0, 0), StepBodyRan("b", 1, 0)))
     assert keys_for(group) == [(ACTION, "a"), (ACTION, "b")]
-    assert group.event_id == "group:body:a:0:0+1"
+    assert group.event_id.startswith("group:body:a:0:0+1:")
+    other = StepBodiesRan((StepBodyRan("a", 0, 0), StepBodyRan("c", 1, 0)))
+    assert other.event_id != group.event_id
 
 
 def test_a_recorded_group_commit_replays_and_round_trips() -> None:
@@ -386,19 +440,23 @@ def test_failures_and_retries_in_a_group_end_as_one_by_one(store: WorkflowStore)
 
 
 def test_an_unavailable_store_loses_the_group_not_the_work() -> None:
-    """A group commit that fails (store unavailable) commits nothing: the messages stay
-    queued, are delivered again once their leases run out, their bodies run again and
-    the tree finishes."""
+    """A group commit that fails (store unavailable) commits nothing and raises nothing:
+    ``on_flush`` gets every message as failed, with the error; the messages stay
+    queued, are delivered again, their bodies run again and the tree finishes."""
     counting = CountingStore(InMemoryWorkflowStore())
     app = _app(counting)
     root, batch = _fanned_out(app)
-    group = RunGroup(app.engine)
+    reports: list[tuple[list[Delivery], Failed]] = []
+    group = RunGroup(app.engine, on_flush=lambda done, failed: reports.append((done, failed)))
     for delivery in batch[:5]:
         group.add(delivery)
     counting.fail = 1
-    with pytest.raises(StoreUnavailableError):
-        group.flush()
+    group.flush()
     assert not len(group)
+    [(done, failed)] = reports
+    assert done == []
+    assert [d for d, _ in failed] == batch[:5]
+    assert all(isinstance(exc, StoreUnavailableError) for _, exc in failed)
     held = {d.message.id for d in batch[:5]}
     assert held <= {m.id for m in app.store.queued()}
     assert all(app.get(d.message.action_id).status is ActionStatus.PERFORMING for d in batch[:5])
@@ -406,6 +464,90 @@ def test_an_unavailable_store_loses_the_group_not_the_work() -> None:
     _run_all(app)
     assert app.get(root).status is ActionStatus.SUCCEEDED
     assert len(RAN) == 25  # the five lost outcomes ran again
+
+
+class GroupRefusingStore(CountingStore):
+    """Every commit acknowledging more than one message conflicts (a group can never
+    commit together); commits of one outcome go through."""
+
+    def commit(self, commit: Commit) -> None:
+        if len(commit.ack) > 1:
+            raise ConflictError("injected: always moved", key=("action", "x"), expected=1, actual=2)
+        super().commit(commit)
+
+
+def test_a_group_that_cannot_commit_together_commits_one_at_a_time() -> None:
+    """When the group's commit gives up (here: it conflicts every time), its outcomes
+    are committed one at a time, so one bad outcome does not sink its siblings; every
+    child succeeds and ``on_flush`` reports them all done."""
+    store = GroupRefusingStore(InMemoryWorkflowStore())
+    app = _app(store)
+    root, batch = _fanned_out(app)
+    reports: list[tuple[list[Delivery], Failed]] = []
+    group = RunGroup(app.engine, on_flush=lambda done, failed: reports.append((done, failed)))
+    for delivery in batch:
+        group.add(delivery)
+    store.commits = 0
+    group.flush()
+    [(done, failed)] = reports
+    assert (len(done), failed) == (20, [])
+    assert store.commits == 20
+    assert group.commits == 1
+    _run_all(app)
+    assert app.get(root).status is ActionStatus.SUCCEEDED
+
+
+class Leaf:
+    def __init__(self, id: int) -> None:
+        self.id = id
+
+
+def test_a_large_group_needing_many_records_commits_in_a_few_loads() -> None:
+    """Forty siblings, each on a lane where an action with a checksum waits behind it:
+    finishing each must start that successor, whose record and achievement the first
+    load did not bring.  The group asks for all of them at once (a few loads, no false
+    conflict) instead of one round trip per member."""
+    reg = Registry()
+    reg.register_actor(Leaf, key=lambda b: b.id, load=lambda k: Leaf(int(k)))
+    reg.action(
+        Leaf,
+        "leaf",
+        steps=[lambda step, leaf, tag: None],
+        concurrency_key=lambda leaf, tag: f"L{leaf.id}",
+        checksum=lambda leaf, tag: tag,
+        checksum_key=lambda leaf, tag: f"K{leaf.id}{tag}",
+    )
+    for tag in "ab":
+        reg.action(
+            Leaf,
+            f"fan_{tag}",
+            steps=[lambda step, leaf, t=tag: step.on([Leaf(i) for i in range(40)], "leaf", t)],
+        )
+    loads = [0]
+
+    class Counting(InMemoryWorkflowStore):
+        def load(self, keys: Iterable[RecordKey]) -> dict[RecordKey, Record | None]:
+            loads[0] += 1
+            return super().load(list(keys))
+
+    store = Counting()
+    app = App(reg, store)
+    first = app.invoke_later(Leaf(1000), "fan_a").id
+    app.invoke_later(Leaf(2000), "fan_b")
+    for delivery in store.lease(worker="w", limit=2, lease_seconds=60):
+        app.engine.handle(delivery)  # both fan out: fan_b's leaves queue behind fan_a's
+    batch = store.lease(worker="w", limit=40, lease_seconds=60)
+    assert all(d.message.action_id.startswith(str(first)) for d in batch)
+    known = BatchRecords(store)
+    known.prefetch(d.message for d in batch)
+    group = RunGroup(app.engine, known, limit=40, window=math.inf)
+    for delivery in batch:
+        group.add(delivery)
+    loads[0] = 0
+    group.flush()
+    assert loads[0] <= 3
+    assert app.engine.conflicts == 0
+    assert app.get(str(first)).status is ActionStatus.SUCCEEDED
 
 
 def test_a_record_that_does_not_decode_quarantines_one_member_only(tmp_path: Path) -> None:
@@ -505,3 +647,55 @@ def test_raised_outcomes_keep_the_retry_in_a_group() -> None:
     _run_all(app)
     assert app.get(flaky).status is ActionStatus.SUCCEEDED
     assert app.get(root).status is ActionStatus.SUCCEEDED
+
+
+def test_a_slow_body_does_not_hold_back_the_outcomes_before_it() -> None:
+    """A quick step's outcome, held while the same worker thread runs a slow body next,
+    is committed once it has waited ``group_window`` (by the worker's flusher thread),
+    not when the slow body returns; the worker counts each message once it commits."""
+    release = threading.Event()
+    reg = Registry()
+    reg.register_actor(Leaf, key=lambda b: b.id, load=lambda k: Leaf(int(k)))
+    reg.action(Leaf, "quick", steps=[lambda step, leaf: None])
+    reg.action(Leaf, "slow", steps=[lambda step, leaf: release.wait(10)])
+    app = App(reg, InMemoryWorkflowStore())
+    quick = app.invoke_later(Leaf(1), "quick").id
+    slow = app.invoke_later(Leaf(2), "slow").id
+    worker = app.worker(threads=1, batch=32, group=32, group_window=0.05, recover_every=None)
+    with worker:
+        deadline = time.monotonic() + 5
+        while app.get(str(quick)).status is not ActionStatus.SUCCEEDED:
+            assert time.monotonic() < deadline, "the quick outcome waited for the slow body"
+            time.sleep(0.01)
+        assert app.get(str(slow)).status is ActionStatus.PERFORMING  # its body still runs
+        assert worker.processed == 1
+        release.set()
+        assert worker.wait_idle(timeout=10, settle=0.02)
+    assert app.get(str(slow)).status is ActionStatus.SUCCEEDED
+    assert (worker.processed, worker.errors) == (2, 0)
+
+
+def test_a_worker_gives_back_the_leases_of_outcomes_it_could_not_commit() -> None:
+    """When a group's commit fails (store unavailable), the worker counts its messages as
+    errors and releases their leases, so they run again at once, not after the lease
+    (60 s here) runs out; the tree still finishes."""
+    counting = CountingStore(InMemoryWorkflowStore())
+    app = _app(counting)
+    root = app.invoke_later(Box(9), "fan").id
+    counting.fail = 0
+    worker = app.worker(threads=1, batch=32, poll=0.005, recover_every=None, lease_seconds=60)
+    original = app.engine.commit_bodies
+    failed: list[bool] = []
+
+    def failing_once(ran: Any, known: Any = None) -> Any:
+        if len(ran) > 1 and not failed:  # the first group's commit: store unavailable
+            failed.append(True)
+            counting.fail = 1
+        return original(ran, known)
+
+    app.engine.commit_bodies = failing_once  # type: ignore[method-assign]
+    with worker:
+        assert worker.wait_idle(timeout=10, settle=0.02)
+    assert app.get(str(root)).status is ActionStatus.SUCCEEDED
+    assert worker.errors == 20
+    assert worker.processed == 1 + 20 + 1  # the fan-out, the children again, the end

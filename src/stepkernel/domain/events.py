@@ -7,6 +7,7 @@ deterministic ``event_id`` that ends up in the digest chain of the records it ch
 
 from __future__ import annotations
 
+import hashlib
 from typing import Any
 
 from attrs import field, frozen
@@ -188,8 +189,14 @@ class StepBodiesRan:
 
     @property
     def event_id(self) -> str:
+        """The first member's id and how many follow, plus a digest of every member's id
+        (two groups differ in id as soon as they differ in a member)."""
         first = self.outcomes[0].event_id
-        return first if len(self.outcomes) == 1 else f"group:{first}+{len(self.outcomes) - 1}"
+        if len(self.outcomes) == 1:
+            return first
+        members = "|".join(item.event_id for item in self.outcomes)
+        tag = hashlib.sha256(members.encode()).hexdigest()[:12]
+        return f"group:{first}+{len(self.outcomes) - 1}:{tag}"
 
 
 Event = (

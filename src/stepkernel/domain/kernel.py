@@ -15,7 +15,9 @@ from stepkernel.domain.errors import (
     ActionFinishedError,
     ActionNotFoundError,
     CompletionConflictError,
+    MissingRecordsError,
     NotOutboundError,
+    StepkernelError,
 )
 from stepkernel.domain.events import (
     ActionSpec,
@@ -130,15 +132,40 @@ def _root_submitted(tx: Tx, event: RootSubmitted) -> Decision:
 
 
 def _bodies_ran(tx: GroupTx, event: StepBodiesRan) -> Decision:
-    """Each outcome in order, in one decision: ``applied`` unless every one was stale."""
-    for item in event.outcomes:
+    """Each outcome in order, in one decision: ``applied`` unless every one was stale.
+
+    When a member needs records the view lacks, the members after it are each decided
+    alone on the view, only to learn what they lack too: the error then names the keys
+    of all of them, so a group costs a few loads, not one per member."""
+    for position, item in enumerate(event.outcomes):
         tx.begin(item.event_id)
-        if isinstance(item, StepBodyRan):
-            _body_ran(tx, item)
-        else:
-            _body_raised(tx, item)
+        try:
+            _body_outcome(tx, item)
+        except MissingRecordsError as need:
+            wanted = dict.fromkeys(need.keys)
+            for later in event.outcomes[position + 1 :]:
+                wanted.update(dict.fromkeys(_lacking(tx.view, later, tx.now)))
+            raise MissingRecordsError(
+                f"need {len(wanted)} more record(s)", keys=tuple(wanted)
+            ) from None
     applied = any(outcome != "stale" for outcome in tx.outcomes)
     return tx.group_decision("applied" if applied else "stale")
+
+
+def _body_outcome(tx: Tx, item: StepBodyRan | StepBodyRaised) -> Decision:
+    return _body_ran(tx, item) if isinstance(item, StepBodyRan) else _body_raised(tx, item)
+
+
+def _lacking(view: View, item: StepBodyRan | StepBodyRaised, now: float) -> tuple[RecordKey, ...]:
+    """The keys *item*, decided alone on *view*, asks for first (none: it decides, or
+    fails otherwise -- which only the group's own decision may report)."""
+    try:
+        _body_outcome(Tx(view, item.event_id, now), item)
+    except MissingRecordsError as need:
+        return need.keys
+    except StepkernelError:
+        return ()
+    return ()
 
 
 def _current_pending_step(

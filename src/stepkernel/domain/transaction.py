@@ -168,10 +168,11 @@ class GroupTx(Tx):
     sealed with the id of the member that wrote it last.
     """
 
-    __slots__ = ("_written_by", "outcomes")
+    __slots__ = ("_written_by", "outcomes", "view")
 
     def __init__(self, view: View, event_id: str, now: float) -> None:
         super().__init__(view, event_id, now)
+        self.view = view
         self._written_by: dict[RecordKey, str] = {}
         self.outcomes: list[str] = []
 

@@ -123,9 +123,11 @@ class Engine:
     ) -> Decision:
         """Decide *event* and commit the decision (acknowledging *ack* with it).
 
-        Loads what the kernel asks for; on a version conflict reloads and decides again
-        (and tells *known*, the batch's records, what it reloaded).  Raises what the
-        kernel raises for misuse (e.g. :class:`CompletionError`).
+        Loads what the kernel asks for (each ask names records not loaded yet, so this
+        ends); on a version conflict reloads and decides again (and tells *known*, the
+        batch's records, what it reloaded), giving up with :class:`ConflictError` after
+        ``MAX_TRIES`` conflicts.  Raises what the kernel raises for misuse (e.g.
+        :class:`CompletionError`).
         """
         store = self.store
         view: dict[RecordKey, Record | None] = dict(preloaded) if preloaded else {}
@@ -133,12 +135,16 @@ class Engine:
         if missing:
             view.update(store.load(missing))
         acked = tuple(ack)
-        for _ in range(MAX_TRIES):
+        conflicts = 0
+        while True:
             now = store.now()
             try:
                 decision = decide(View(records=view), event, now)
             except MissingRecordsError as need:
-                view.update(store.load(need.keys))
+                wanted = [k for k in need.keys if k not in view]
+                if not wanted:  # asks for what it was given: a kernel bug, not a retry
+                    raise
+                view.update(store.load(wanted))
                 continue
             commit = Commit(
                 writes=decision.writes,
@@ -155,6 +161,12 @@ class Engine:
                 store.commit(commit)
             except ConflictError:
                 self.conflicts += 1
+                conflicts += 1
+                if conflicts >= MAX_TRIES:
+                    raise ConflictError(
+                        f"gave up on {type(event).__name__} after {MAX_TRIES} conflicting tries",
+                        event=type(event).__name__,
+                    ) from None
                 view = store.load(list(view))
                 if known is not None:
                     known.remember(view)
@@ -163,10 +175,6 @@ class Engine:
             if self.journal is not None:
                 self.journal(Entry.of(event, now, decision))
             return decision
-        raise ConflictError(
-            f"gave up on {type(event).__name__} after {MAX_TRIES} conflicting tries",
-            event=type(event).__name__,
-        )
 
     # -- deliveries --------------------------------------------------------------------------
 
@@ -259,8 +267,9 @@ class Engine:
 
         If a record the group reads does not decode, the outcomes are committed one by
         one instead, so only the message concerned is quarantined (``None``).  Any
-        other error (store unavailable, conflicts that never end) leaves every message
-        of the group uncommitted: their leases run out and they are delivered again."""
+        other error (store unavailable, conflicts that never end, a kernel error)
+        propagates with nothing committed; :class:`~stepkernel.runtime.grouping.RunGroup`
+        then commits the outcomes one at a time."""
         if not ran:
             return None
         if len(ran) == 1:

@@ -14,26 +14,36 @@ What a group changes, and what it does not:
 - *Semantics*: none.  The kernel applies the outcomes in order, each seeing the ones
   before it, exactly as separate commits in that order would.
 - *Latency*: an outcome waits for the group's commit.  The group is committed when it
-  holds ``limit`` outcomes, when its oldest outcome is ``window`` seconds old (checked
-  after each body), before any message that is not a run message, and at the end of
-  the batch: so a result waits at most ``window`` plus the duration of the body run
-  after it.
-- *Failure*: a crash before the commit loses the group's outcomes, as it would lose
-  one; the messages' leases run out and the bodies run again (at-least-once, as
-  always).  While it is held, each message stays covered by the worker's heartbeat.
+  holds ``limit`` outcomes, when its oldest outcome is ``window`` seconds old, before
+  any message that is not a run message, and at the end of the batch.  The age is
+  checked after each body and, by :meth:`RunGroup.flush_stale` (which ``Worker`` calls
+  from a thread of its own every ``window / 2``), while the next body runs: a slow body
+  does not hold back the outcomes before it.
+- *Failure*: a crash (``KeyboardInterrupt``/``SystemExit`` from user code, a killed
+  process) before the commit loses the group's outcomes, as it would lose one; the
+  messages' leases run out and the bodies run again (at-least-once, as always).  While
+  held, each message stays covered by the worker's heartbeat.  A group that cannot
+  commit together (a conflict that never ends, a record that does not decode, a
+  kernel error) is committed one outcome at a time, so one bad outcome does not sink
+  its siblings; what still fails is reported to ``on_flush`` (the worker logs it and
+  releases those messages, to be delivered again at once).
 """
 
 from __future__ import annotations
 
+import logging
+import threading
 import time
 from collections.abc import Callable
 
-from stepkernel.domain.view import Decision
+from stepkernel.domain.errors import StoreUnavailableError
 from stepkernel.ports.store import Delivery
 from stepkernel.runtime.engine import Engine, RanBody
 from stepkernel.runtime.prefetch import BatchRecords
 
-__all__ = ["DEFAULT_GROUP", "DEFAULT_WINDOW", "RunGroup"]
+__all__ = ["DEFAULT_GROUP", "DEFAULT_WINDOW", "Failed", "OnFlush", "RunGroup"]
+
+log = logging.getLogger("stepkernel.worker")
 
 DEFAULT_GROUP = 32
 """Most step outcomes committed together (``Worker(group=...)``; 1 turns grouping off)."""
@@ -41,13 +51,22 @@ DEFAULT_GROUP = 32
 DEFAULT_WINDOW = 0.02
 """Seconds the oldest held outcome may wait for more before the group is committed."""
 
+Failed = list[tuple[Delivery, Exception]]
+"""Messages whose outcomes could not be committed, each with the error."""
+
+OnFlush = Callable[[list[Delivery], Failed], None]
+"""Told, after each commit of a group, which messages it let go of: committed (or found
+stale), and failed."""
+
 
 class RunGroup:
     """Outcomes of step bodies run by one worker thread, not committed yet (see module).
 
-    Not shared between threads.  ``add`` runs a body and may commit; ``flush`` commits
-    what is held.  Errors from the store propagate from either; after one, what was held
-    is dropped (its messages are delivered again when their leases run out).
+    ``add`` and ``flush`` belong to the thread that runs the bodies; ``flush_stale`` may
+    be called from any other thread (it commits without the batch's records, which only
+    their own thread may touch).  Neither raises for a failed commit: failures go to
+    ``on_flush`` and the log.  A ``BaseException`` (a crash) propagates and drops what
+    is held.
     """
 
     def __init__(
@@ -58,9 +77,9 @@ class RunGroup:
         limit: int = DEFAULT_GROUP,
         window: float = DEFAULT_WINDOW,
         clock: Callable[[], float] = time.monotonic,
-        on_flush: Callable[[list[Delivery]], None] | None = None,
+        on_flush: OnFlush | None = None,
     ) -> None:
-        if limit < 1 or window < 0:
+        if limit < 1 or not window >= 0:
             raise ValueError("a group holds at least 1 outcome, for a window >= 0 s")
         self.engine = engine
         self.known = known
@@ -68,49 +87,94 @@ class RunGroup:
         self.window = window
         self.clock = clock
         self.on_flush = on_flush
+        self._lock = threading.Lock()
         self._held: list[RanBody] = []
         self._since = 0.0
         self.commits = 0
+        """Groups committed (a group committed one outcome at a time counts once)."""
 
     @property
     def deliveries(self) -> list[Delivery]:
         """The messages whose outcomes are held."""
-        return [item.delivery for item in self._held]
+        with self._lock:
+            return [item.delivery for item in self._held]
 
     @property
     def message_ids(self) -> list[str]:
         """The ids of the messages whose outcomes are held."""
-        return [item.delivery.message.id for item in self._held]
+        return [d.message.id for d in self.deliveries]
 
     def __len__(self) -> int:
         return len(self._held)
 
-    def add(self, delivery: Delivery) -> None:
-        """Run the step body *delivery* asks for and hold its outcome; commit the group
-        when it is full or old enough.  A message for an action already in the group
-        first commits the group (one outcome per action and commit)."""
+    def add(self, delivery: Delivery) -> bool:
+        """Run the step body *delivery* asks for and hold its outcome (True); commit the
+        group when it is full or old enough.  False when the message no longer applied
+        (it is acknowledged, nothing held).  A message for an action already in the
+        group first commits the group (one outcome per action and commit).  Errors of
+        the store while loading propagate (nothing is held for *delivery*)."""
         action_id = delivery.message.action_id
-        if any(item.delivery.message.action_id == action_id for item in self._held):
+        if any(d.message.action_id == action_id for d in self.deliveries):
             self.flush()
         ran = self.engine.run_step_body(delivery, self.known)
-        if ran is not None:
-            if not self._held:
-                self._since = self.clock()
-            self._held.append(ran)
-        if len(self._held) >= self.limit or (
-            self._held and self.clock() - self._since >= self.window
-        ):
+        with self._lock:
+            if ran is not None:
+                if not self._held:
+                    self._since = self.clock()
+                self._held.append(ran)
+            due = len(self._held) >= self.limit or (
+                bool(self._held) and self.clock() - self._since >= self.window
+            )
+        if due:
             self.flush()
+        return ran is not None
 
-    def flush(self) -> Decision | None:
-        """Commit every held outcome in one commit (none held: nothing to do); then,
-        committed or not, tell ``on_flush`` which messages the group let go of."""
-        held, self._held = self._held, []
+    def flush(self) -> None:
+        """Commit every held outcome, together (see module); nothing held: nothing to do."""
+        with self._lock:
+            held, self._held = self._held, []
+        self._commit(held, self.known)
+
+    def flush_stale(self) -> None:
+        """From another thread: commit what is held if its oldest outcome is ``window``
+        seconds old (the thread that holds it may be inside a slow step body)."""
+        with self._lock:
+            if not self._held or self.clock() - self._since < self.window:
+                return
+            held, self._held = self._held, []
+        self._commit(held, None)
+
+    def _commit(self, held: list[RanBody], known: BatchRecords | None) -> None:
         if not held:
-            return None
-        self.commits += 1
+            return
+        done: list[Delivery] = []
+        failed: Failed = []
         try:
-            return self.engine.commit_bodies(held, self.known)
-        finally:
-            if self.on_flush is not None:
-                self.on_flush([item.delivery for item in held])
+            self.engine.commit_bodies(held, known)
+            done = [item.delivery for item in held]
+        except StoreUnavailableError as exc:
+            failed = [(item.delivery, exc) for item in held]
+        except Exception as exc:  # a bad outcome must not sink its siblings
+            if len(held) == 1:
+                failed = [(held[0].delivery, exc)]
+            else:
+                log.warning(
+                    "%d step outcomes could not commit together (%s: %s); one at a time",
+                    *(len(held), type(exc).__name__, exc),
+                )
+                for item in held:
+                    try:
+                        self.engine.commit_bodies([item], known)
+                        done.append(item.delivery)
+                    except Exception as alone:
+                        failed.append((item.delivery, alone))
+        self.commits += 1
+        for delivery, error in failed:
+            level = logging.WARNING if isinstance(error, StoreUnavailableError) else logging.ERROR
+            log.log(
+                level,
+                "message %s: its outcome was not committed (%s: %s); it will be redelivered",
+                *(delivery.message.id, type(error).__name__, error),
+            )
+        if self.on_flush is not None:
+            self.on_flush(done, failed)

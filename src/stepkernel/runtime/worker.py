@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING
 from stepkernel.domain.errors import StoreUnavailableError
 from stepkernel.domain.messages import MessageKind
 from stepkernel.ports.store import Delivery
-from stepkernel.runtime.grouping import DEFAULT_GROUP, DEFAULT_WINDOW, RunGroup
+from stepkernel.runtime.grouping import DEFAULT_GROUP, DEFAULT_WINDOW, Failed, RunGroup
 from stepkernel.runtime.prefetch import BatchRecords
 
 if TYPE_CHECKING:
@@ -58,8 +58,8 @@ class Worker:
     ) -> None:
         if threads < 1 or batch < 1 or poll <= 0:
             raise ValueError("threads and batch must be >= 1, poll > 0")
-        if group < 1 or group_window < 0:
-            raise ValueError("group must be >= 1, group_window >= 0")
+        if group < 1 or not 0 <= group_window < float("inf"):
+            raise ValueError("group must be >= 1, group_window a finite number >= 0")
         self.group = group
         self.group_window = group_window
         self.app = app
@@ -77,6 +77,10 @@ class Worker:
         # only replaces its own entry (an atomic assignment); readers take copies, so
         # the hot path needs no lock shared between threads.
         self._inflight: dict[str, frozenset[str]] = {}
+        # Per loop thread, the group it is filling: the flusher thread commits what has
+        # waited a window while the loop thread runs a slow body (see flush_stale).
+        self._groups: dict[str, RunGroup] = {}
+        self._counts = threading.Lock()
         self.processed = 0
         self.errors = 0
 
@@ -95,6 +99,10 @@ class Worker:
         beat = threading.Thread(target=self._heartbeat, name="stepkernel-heartbeat", daemon=True)
         beat.start()
         self._helpers = [beat]
+        if self.group > 1 and self.group_window > 0:
+            flusher = threading.Thread(target=self._flusher, name="stepkernel-groups", daemon=True)
+            flusher.start()
+            self._helpers.append(flusher)
         if self.recover_every:
             sweep = threading.Thread(target=self._sweep, name="stepkernel-recovery", daemon=True)
             sweep.start()
@@ -208,7 +216,7 @@ class Worker:
             failures = 0
             try:
                 self._run_batch(worker, batch)
-            except Exception:  # not from user code (_process catches those): keep going
+            except Exception:  # not from user code (_guard catches those): keep going
                 log.exception("worker %s: handling a batch failed; leasing again", worker)
                 self._stop.wait(max(self.poll, 1.0))
 
@@ -223,30 +231,39 @@ class Worker:
     def _run_batch(self, worker: str, batch: list[Delivery]) -> None:
         """Process *batch* in order, its unfinished part covered by the heartbeat (run
         messages through a :class:`RunGroup`); on :meth:`stop`, commit what the group
-        holds and release the leases of the messages not started."""
+        holds and release the leases of the messages not started.  A crash in user code
+        (``KeyboardInterrupt``/``SystemExit``) drops what the group holds, as a killed
+        process would: those messages are delivered again."""
         store = self.app.store
         held = [d.message.id for d in batch]
         self._inflight[worker] = frozenset(held)  # the heartbeat covers the prefetch too
         known = BatchRecords(store)  # the batch's records: one load, kept current
         known.prefetch(d.message for d in batch)  # never raises: see BatchRecords
-        group = RunGroup(self.app.engine, known, limit=self.group, window=self.group_window)
+        group = RunGroup(
+            self.app.engine,
+            known,
+            limit=self.group,
+            window=self.group_window,
+            on_flush=functools.partial(self._flushed, worker),
+        )
+        self._groups[worker] = group
         try:
             for position, delivery in enumerate(batch):
                 if self._stop.is_set():
-                    self._flush(group)
-                    try:
-                        store.release(held[position:], worker=worker)
-                    except Exception as exc:  # the leases simply run out
-                        log.warning("worker %s: could not release leases: %s", worker, exc)
+                    group.flush()
+                    self._release(held[position:], worker)
                     break
                 self._inflight[worker] = frozenset((*group.message_ids, *held[position:]))
                 if delivery.message.kind is MessageKind.RUN and self.group > 1:
-                    self._guard(delivery.message.id, 1, 1, functools.partial(group.add, delivery))
+                    self._guard(delivery.message.id, functools.partial(group.add, delivery))
                 else:
-                    self._flush(group)
-                    self._process(delivery, known)
+                    group.flush()
+                    self._guard(
+                        delivery.message.id,
+                        functools.partial(self.app.engine.handle, delivery, known),
+                    )
             else:
-                self._flush(group)
+                group.flush()
         except BaseException:
             # KeyboardInterrupt/SystemExit from user code: a crash.  Stop holding the
             # leases (they expire and the messages are redelivered) and stop the pool.
@@ -254,32 +271,55 @@ class Worker:
             self._stop.set()
             raise
         finally:
+            self._groups.pop(worker, None)
             self._inflight[worker] = frozenset()
 
-    def _flush(self, group: RunGroup) -> None:
-        """Commit what *group* holds (see :meth:`_guard` for failures)."""
-        if len(group):
-            ids = group.message_ids
-            self._guard(f"{ids[0]} and {len(ids) - 1} more", 0, len(ids), group.flush)
-
-    def _guard(self, what: str, done: int, failed: int, work: Callable[[], object]) -> None:
-        """Run *work*; count *done* messages processed when it returns, *failed* errors
-        when it raises.  An error (not from user code, which the engine catches) is
-        logged and the messages concerned are delivered again later."""
+    def _guard(self, what: str, work: Callable[[], object]) -> None:
+        """Run *work* for message *what*; count it processed, unless it was a run whose
+        outcome is now held (counted when its group commits, see :meth:`_flushed`).
+        An error (not from user code, which the engine catches) is logged and the
+        message is delivered again later."""
         try:
-            work()
-            self.processed += done
+            held = work()
         except StoreUnavailableError as exc:
-            self.errors += failed
+            self._count(errors=1)
             log.warning("message %s: store unavailable (%s); it will be redelivered", what, exc)
+            return
         except Exception:
-            self.errors += failed
+            self._count(errors=1)
             log.exception("message %s failed; it will be redelivered", what)
+            return
+        if held is not True:
+            self._count(processed=1)
 
-    def _process(self, delivery: Delivery, known: BatchRecords | None = None) -> None:
-        self._guard(
-            delivery.message.id, 1, 1, functools.partial(self.app.engine.handle, delivery, known)
-        )
+    def _flushed(self, worker: str, done: list[Delivery], failed: Failed) -> None:
+        """A group of *worker* committed: count; give back the leases of what failed,
+        so it is delivered again now rather than when the lease runs out."""
+        self._count(processed=len(done), errors=len(failed))
+        if failed:
+            self._release([d.message.id for d, _exc in failed], worker)
+
+    def _count(self, *, processed: int = 0, errors: int = 0) -> None:
+        with self._counts:  # the flusher thread counts too
+            self.processed += processed
+            self.errors += errors
+
+    def _release(self, ids: list[str], worker: str) -> None:
+        try:
+            self.app.store.release(ids, worker=worker)
+        except Exception as exc:  # the leases simply run out
+            log.warning("worker %s: could not release leases: %s", worker, exc)
+
+    def _flusher(self) -> None:
+        """Every half window, commit the outcomes each loop thread has held for a
+        window, even while that thread is inside a slow step body."""
+        interval = max(self.group_window / 2, 0.001)
+        while not self._beats.wait(interval):
+            for group in list(self._groups.values()):
+                try:
+                    group.flush_stale()
+                except Exception:  # keep flushing: the loop thread flushes at the latest
+                    log.exception("committing a held group failed")
 
     def _sweep(self) -> None:
         """Run the recovery sweep now and then (see :mod:`stepkernel.runtime.recovery`)."""
