@@ -7,8 +7,9 @@ import attrs
 import pytest
 
 from stepkernel.adapters.memory import InMemoryWorkflowStore
+from stepkernel.domain.encoding import seal
 from stepkernel.domain.messages import Message
-from stepkernel.domain.records import ActionRecord, StepRecord
+from stepkernel.domain.records import ActionRecord, Record, StepRecord
 from stepkernel.domain.status import ActionStatus, StepStatus
 from stepkernel.ports.store import Commit
 from stepkernel.testing import FakeClock
@@ -85,6 +86,32 @@ def test_the_same_event_committed_twice_is_reported() -> None:
     store.commit(Commit(writes=(lane("L1"),)))
     store.commit(Commit(writes=(lane("L2"),)))  # the builders seal both with event e1
     assert _names(store) == ["event-applied-once"]
+
+
+def _by(record: Record, event_id: str) -> Record:
+    """*record* as version 1 produced by *event_id*."""
+    return seal(attrs.evolve(record), version=1, prev_digest="", event_id=event_id)
+
+
+def test_several_events_in_one_commit_pass_only_as_a_group_commit() -> None:
+    """Records of two step body outcomes in one commit are a group commit only when the
+    commit acknowledges each outcome's run message; with one acknowledged (or another
+    kind of event among them) it is event-applied-once."""
+    a = _by(action("a"), "body:a:0:0")
+    b = _by(action("b"), "raised:b:0:0")
+    for ack, wanted in (
+        (("run:a:0:0", "run:b:0:0"), []),
+        (("run:a:0:0",), ["event-applied-once"]),
+        (("run:a:0:0", "run:x:0:0"), ["event-applied-once"]),
+    ):
+        invariants = Invariants()
+        invariants.check_commit({}, Commit(writes=(a, b), ack=ack), lambda key: None, 0.0)
+        assert [v.invariant for v in invariants.violations] == wanted, ack
+    invariants = Invariants()
+    settle = _by(action("c"), "msg:settle:x")
+    commit = Commit(writes=(a, settle), ack=("run:a:0:0", "settle:x"))
+    invariants.check_commit({}, commit, lambda key: None, 0.0)
+    assert [v.invariant for v in invariants.violations] == ["event-applied-once"]
 
 
 def test_an_in_flight_action_without_a_wakeup_is_stranded() -> None:

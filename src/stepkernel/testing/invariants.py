@@ -112,8 +112,10 @@ class InvariantViolation(AssertionError):
 Lookup = Callable[[RecordKey], Record | None]
 
 
-_GROUPABLE = ("body:", "raised:")
-"""Ids of the events a group commit applies together (step body outcomes)."""
+def _run_id(event_id: str) -> str:
+    """``body:X:s:a``/``raised:X:s:a`` -> its run message ``run:X:s:a``; else ``""``."""
+    kind, _, rest = event_id.partition(":")
+    return f"run:{rest}" if kind in ("body", "raised") else ""
 
 
 class Invariants:
@@ -173,11 +175,10 @@ class Invariants:
 
     def _check_event(self, commit: Commit) -> None:
         events = {r.last_event for r in commit.writes}
-        # A group commit (StepBodiesRan) acknowledges the run message of each member;
-        # its records name the member that changed each last (so, maybe, not all).
-        self._group = len(events) > 1 or len(commit.ack) > 1
-        if len(events) > 1 and not all(e.startswith(_GROUPABLE) for e in events):
-            # Only a group commit (StepBodiesRan) writes several events: step body outcomes.
+        # A group commit (StepBodiesRan) applies several body outcomes and acks each one's
+        # run message; its records name the member that changed each last (maybe not all).
+        self._group = len(commit.ack) > 1 and all(_run_id(e) in commit.ack for e in events)
+        if len(events) > 1 and not self._group:
             self.fail("event-applied-once", f"one commit writes several events: {sorted(events)}")
         for event in events:
             if event in self._events:

@@ -4,6 +4,7 @@ calls, the step-body wrapper, healing and the final checks (see
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import itertools
 import math
@@ -25,7 +26,7 @@ from stepkernel.domain.records import (
 from stepkernel.domain.status import ActionStatus
 from stepkernel.ports.store import Commit, Delivery
 from stepkernel.runtime.app import App
-from stepkernel.runtime.grouping import RunGroup
+from stepkernel.runtime.grouping import Failed, RunGroup
 from stepkernel.runtime.prefetch import BatchRecords
 from stepkernel.testing.faults import SimulatedCrash
 from stepkernel.testing.invariants import CheckedStore, Invariants, Violation
@@ -342,7 +343,7 @@ class _Run:
                     limit=self.grouping.randint(2, 4),
                     window=math.inf,
                     clock=lambda: self.clock.true,
-                    on_flush=lambda done: self._let_go(worker, done),
+                    on_flush=functools.partial(self._let_go, worker),
                 )
             for delivery in batch:
                 worker.running = run_key(delivery)
@@ -370,12 +371,7 @@ class _Run:
                     worker.holding.remove(running)
                 worker.running = None
             if group is not None:
-                try:
-                    group.flush()
-                except ConflictError:
-                    self.coverage["conflict_gave_up"] += 1
-                except StepkernelError as exc:
-                    self.extra.append(Violation("worker-error", f"{type(exc).__name__}: {exc}"))
+                group.flush()
         except SimulatedCrash:
             if group is not None and len(group):
                 self.coverage["group:crashed_holding"] += 1  # its outcomes are lost
@@ -396,12 +392,20 @@ class _Run:
         if len(group) > 1 and len(group) > held:
             self.coverage["group:held"] += 1
 
-    def _let_go(self, worker: SimWorker, deliveries: list[Delivery]) -> None:
-        """A group committed (or gave up) *deliveries*: no longer in the worker's hands."""
-        if len(deliveries) > 1:
+    def _let_go(self, worker: SimWorker, done: list[Delivery], failed: Failed) -> None:
+        """A group committed *done* and could not commit *failed* (each with its error,
+        judged as the loop judges a lone message's): no longer in the worker's hands."""
+        if len(done) + len(failed) > 1:
             self.coverage["group:committed"] += 1
-        done = [run_key(d) for d in deliveries]
-        worker.holding = [k for k in worker.holding if k not in done]
+        for _delivery, exc in failed:
+            if isinstance(exc, ConflictError):
+                self.coverage["conflict_gave_up"] += 1
+            elif isinstance(exc, StepkernelError):
+                self.extra.append(Violation("worker-error", f"{type(exc).__name__}: {exc}"))
+            else:
+                raise exc  # a bug: fail the run loudly, as a lone message's would
+        let_go = {run_key(d) for d in done} | {run_key(d) for d, _exc in failed}
+        worker.holding = [k for k in worker.holding if k not in let_go]
 
     def _recover(self, worker: SimWorker) -> None:
         """*worker* runs the recovery sweep (as real workers do every few minutes)."""
