@@ -89,6 +89,7 @@ class RunGroup:
         self.on_flush = on_flush
         self._lock = threading.Lock()
         self._held: list[RanBody] = []
+        self._actions: set[str] = set()  # of the held outcomes
         self._since = 0.0
         self.commits = 0
         """Groups committed (a group committed one outcome at a time counts once)."""
@@ -114,7 +115,7 @@ class RunGroup:
         group first commits the group (one outcome per action and commit).  Errors of
         the store while loading propagate (nothing is held for *delivery*)."""
         action_id = delivery.message.action_id
-        if any(d.message.action_id == action_id for d in self.deliveries):
+        if action_id in self._actions:
             self.flush()
         ran = self.engine.run_step_body(delivery, self.known)
         with self._lock:
@@ -122,6 +123,7 @@ class RunGroup:
                 if not self._held:
                     self._since = self.clock()
                 self._held.append(ran)
+                self._actions.add(action_id)
             due = len(self._held) >= self.limit or (
                 bool(self._held) and self.clock() - self._since >= self.window
             )
@@ -133,6 +135,7 @@ class RunGroup:
         """Commit every held outcome, together (see module); nothing held: nothing to do."""
         with self._lock:
             held, self._held = self._held, []
+            self._actions = set()
         self._commit(held, self.known)
 
     def flush_stale(self) -> None:
@@ -142,6 +145,7 @@ class RunGroup:
             if not self._held or self.clock() - self._since < self.window:
                 return
             held, self._held = self._held, []
+            self._actions = set()
         self._commit(held, None)
 
     def _commit(self, held: list[RanBody], known: BatchRecords | None) -> None:

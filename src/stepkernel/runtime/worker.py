@@ -73,10 +73,10 @@ class Worker:
         self._beats = threading.Event()
         self._loops: list[threading.Thread] = []
         self._helpers: list[threading.Thread] = []
-        # Per thread, the ids of the leased messages it has not finished.  Each thread
+        # Per thread, the leased messages it has not finished (see _InHand).  Each thread
         # only replaces its own entry (an atomic assignment); readers take copies, so
         # the hot path needs no lock shared between threads.
-        self._inflight: dict[str, frozenset[str]] = {}
+        self._inflight: dict[str, _InHand] = {}
         # Per loop thread, the group it is filling: the flusher thread commits what has
         # waited a window while the loop thread runs a slow body (see flush_stale).
         self._groups: dict[str, RunGroup] = {}
@@ -184,7 +184,7 @@ class Worker:
         never delivered again.
         """
         store = self.app.store
-        self._inflight[worker] = frozenset()
+        self._inflight[worker] = _NOTHING
         failures = 0  # store calls of this loop that failed in a row
         while not self._stop.is_set():
             try:
@@ -236,7 +236,8 @@ class Worker:
         process would: those messages are delivered again."""
         store = self.app.store
         held = [d.message.id for d in batch]
-        self._inflight[worker] = frozenset(held)  # the heartbeat covers the prefetch too
+        in_hand = _InHand(held)
+        self._inflight[worker] = in_hand  # the heartbeat covers the prefetch too
         known = BatchRecords(store)  # the batch's records: one load, kept current
         known.prefetch(d.message for d in batch)  # never raises: see BatchRecords
         group = RunGroup(
@@ -247,13 +248,14 @@ class Worker:
             on_flush=functools.partial(self._flushed, worker),
         )
         self._groups[worker] = group
+        in_hand.group = group
         try:
             for position, delivery in enumerate(batch):
                 if self._stop.is_set():
                     group.flush()
                     self._release(held[position:], worker)
                     break
-                self._inflight[worker] = frozenset((*group.message_ids, *held[position:]))
+                in_hand.position = position
                 if delivery.message.kind is MessageKind.RUN and self.group > 1:
                     self._guard(delivery.message.id, functools.partial(group.add, delivery))
                 else:
@@ -272,7 +274,7 @@ class Worker:
             raise
         finally:
             self._groups.pop(worker, None)
-            self._inflight[worker] = frozenset()
+            self._inflight[worker] = _NOTHING
 
     def _guard(self, what: str, work: Callable[[], object]) -> None:
         """Run *work* for message *what*; count it processed, unless it was a run whose
@@ -337,11 +339,37 @@ class Worker:
         store = self.app.store
         interval = max(self.lease_seconds / 3, 0.05)
         while not self._beats.wait(interval):
-            held = {w: ids for w, ids in dict(self._inflight).items() if ids}
+            held = {w: in_hand.ids() for w, in_hand in dict(self._inflight).items()}
             for worker, ids in held.items():
+                if not ids:
+                    continue
                 try:
                     store.extend(ids, worker=worker, lease_seconds=self.lease_seconds)
                 except StoreUnavailableError:
                     log.warning("heartbeat: store unavailable")
                 except Exception:  # keep beating: a dead heartbeat lets leases in hand expire
                     log.exception("heartbeat: extending leases failed")
+
+
+class _InHand:
+    """The leased messages one loop thread has not finished: its batch from
+    ``position`` on, and the messages whose outcomes its group holds.  The loop thread
+    only moves ``position`` (cheap, once per message); the heartbeat and ``wait_idle``
+    work out the ids when they need them."""
+
+    __slots__ = ("group", "held", "position")
+
+    def __init__(self, held: list[str], group: RunGroup | None = None) -> None:
+        self.held = held
+        self.position = 0
+        self.group = group
+
+    def ids(self) -> list[str]:
+        group = self.group.message_ids if self.group is not None else []
+        return [*group, *self.held[self.position :]]
+
+    def __bool__(self) -> bool:
+        return self.position < len(self.held) or bool(self.group is not None and len(self.group))
+
+
+_NOTHING = _InHand([])
