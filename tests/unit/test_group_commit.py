@@ -17,7 +17,12 @@ import pytest
 
 from stepkernel import ActionStatus, App, Registry
 from stepkernel.adapters.memory import InMemoryWorkflowStore
-from stepkernel.domain.errors import ConflictError, MissingRecordsError, StoreUnavailableError
+from stepkernel.domain.errors import (
+    ConflictError,
+    CorruptRecordError,
+    MissingRecordsError,
+    StoreUnavailableError,
+)
 from stepkernel.domain.events import StepBodiesRan, StepBodyRaised, StepBodyRan
 from stepkernel.domain.kernel import decide, keys_for
 from stepkernel.domain.records import ACTION, ActionRecord, ErrorInfo, Record, RecordKey, key_of
@@ -550,10 +555,13 @@ def test_a_large_group_needing_many_records_commits_in_a_few_loads() -> None:
     assert app.get(str(first)).status is ActionStatus.SUCCEEDED
 
 
-def test_a_record_that_does_not_decode_quarantines_one_member_only(tmp_path: Path) -> None:
-    """If a record the group needs does not decode, the outcomes are committed one by
-    one: that action is failed with ``CorruptRecordError`` (its message acknowledged)
-    and every other member commits."""
+def test_a_record_that_does_not_decode_quarantines_one_member_only(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """If a record the group needs does not decode, ``commit_bodies`` commits nothing
+    and raises; the ``RunGroup`` then commits the outcomes one at a time: that action is
+    failed with ``CorruptRecordError`` (its message acknowledged), every other member
+    commits, and ``on_flush`` reports all of them done."""
     store = _sqlite(tmp_path)
     app = _app(store)
     root, batch = _fanned_out(app)
@@ -562,7 +570,20 @@ def test_a_record_that_does_not_decode_quarantines_one_member_only(tmp_path: Pat
     SqlBackdoors().corrupt(store, (ACTION, victim))
     loaded = {k: v for k, v in ran[5].loaded.items() if k != (ACTION, victim)}
     ran[5] = attrs.evolve(ran[5], loaded=loaded)  # so the commit must read it
-    assert app.engine.commit_bodies(ran) is None
+    with pytest.raises(CorruptRecordError):
+        app.engine.commit_bodies(ran)
+    assert {d.message.id for d in batch} <= {m.id for m in store.queued()}  # nothing committed
+    by_message = {item.delivery.message.id: item for item in ran}
+    monkeypatch.setattr(
+        app.engine, "run_step_body", lambda delivery, known=None: by_message[delivery.message.id]
+    )
+    reports: list[tuple[list[Delivery], Failed]] = []
+    group = RunGroup(app.engine, on_flush=lambda done, failed: reports.append((done, failed)))
+    for delivery in batch:
+        group.add(delivery)
+    group.flush()
+    [(done, failed_members)] = reports
+    assert (len(done), failed_members) == (20, [])
     failed = store.load([(ACTION, victim)])[(ACTION, victim)]
     assert isinstance(failed, ActionRecord)
     assert failed.status is ActionStatus.FAILED
@@ -699,3 +720,62 @@ def test_a_worker_gives_back_the_leases_of_outcomes_it_could_not_commit() -> Non
     assert app.get(str(root)).status is ActionStatus.SUCCEEDED
     assert worker.errors == 20
     assert worker.processed == 1 + 20 + 1  # the fan-out, the children again, the end
+
+
+def test_what_flush_stale_committed_reaches_the_batch_records() -> None:
+    """After another thread's ``flush_stale`` committed an outcome, the loop thread's
+    batch records learn of it before the next body runs: the same message delivered
+    again is seen as stale (its body does not run twice, no conflict is paid)."""
+    app = _app(InMemoryWorkflowStore())
+    _root, batch = _fanned_out(app)
+    known = BatchRecords(app.store)
+    known.prefetch(d.message for d in batch)
+    now = [0.0]
+    group = RunGroup(app.engine, known, window=0.05, clock=lambda: now[0])
+    group.add(batch[0])
+    group.add(batch[1])
+    now[0] = 1.0
+    stale = threading.Thread(target=group.flush_stale)
+    stale.start()
+    stale.join(5)
+    assert not len(group)
+    group.add(batch[0])  # delivered again
+    group.flush()
+    assert RAN.count(batch[0].message.action_id) == 1
+    assert app.engine.conflicts == 0
+
+
+def test_outcomes_being_committed_still_count_as_held() -> None:
+    """While ``flush_stale`` commits (here: held up), its outcomes still count as held
+    (``len``, ``message_ids``: what the heartbeat extends and ``wait_idle`` waits for),
+    and the loop thread's ``flush`` waits for that commit instead of passing it."""
+    app = _app(InMemoryWorkflowStore())
+    _root, batch = _fanned_out(app)
+    now = [0.0]
+    group = RunGroup(app.engine, window=0.05, clock=lambda: now[0])
+    group.add(batch[0])
+    entered, gate = threading.Event(), threading.Event()
+    original = app.engine.commit_bodies
+
+    def held_up(ran: Any, known: Any = None) -> Any:
+        if threading.current_thread().name == "flusher":
+            entered.set()
+            gate.wait(5)
+        return original(ran, known)
+
+    app.engine.commit_bodies = held_up  # type: ignore[method-assign]
+    now[0] = 1.0
+    flusher = threading.Thread(target=group.flush_stale, name="flusher")
+    flusher.start()
+    assert entered.wait(5)
+    assert len(group) == 1
+    assert group.message_ids == [batch[0].message.id]
+    flushed = threading.Thread(target=group.flush)
+    flushed.start()
+    flushed.join(0.2)
+    assert flushed.is_alive()  # waits for the flusher's commit
+    gate.set()
+    flusher.join(5)
+    flushed.join(5)
+    assert not len(group)
+    assert app.get(batch[0].message.action_id).status is ActionStatus.SUCCEEDED

@@ -108,7 +108,8 @@ class Engine:
         self.transitions = 0
         self.journal: Callable[[Entry], None] | None = None
         """Called with every committed event (see :mod:`stepkernel.domain.replay`); in
-        commit order when one thread commits."""
+        commit order when one thread commits (not a ``Worker`` with group commit, whose
+        flusher thread commits too)."""
         self.body_runs = 0
 
     # -- applying events -------------------------------------------------------------------
@@ -265,11 +266,11 @@ class Engine:
         (:class:`~stepkernel.domain.events.StepBodiesRan`).  Siblings that settle into
         the same parent step write the parent once, not once each.
 
-        If a record the group reads does not decode, the outcomes are committed one by
-        one instead, so only the message concerned is quarantined (``None``).  Any
-        other error (store unavailable, conflicts that never end, a kernel error)
-        propagates with nothing committed; :class:`~stepkernel.runtime.grouping.RunGroup`
-        then commits the outcomes one at a time."""
+        A lone outcome whose records do not decode is quarantined (``None``).  For a
+        group, any error (a record that does not decode, the store unavailable,
+        conflicts that never end, a kernel error) propagates with nothing committed;
+        :class:`~stepkernel.runtime.grouping.RunGroup` then commits the outcomes one at
+        a time, so only the message concerned is quarantined."""
         if not ran:
             return None
         if len(ran) == 1:
@@ -288,11 +289,10 @@ class Engine:
         for item in ran:
             preloaded.update(item.loaded)
 
-        def one_by_one(_exc: CorruptRecordError) -> None:
+        def reraise(exc: CorruptRecordError) -> None:
             if known is not None:
                 known.forget()
-            for item in ran:
-                self.commit_bodies([item], known)
+            raise exc
 
         return self._kept_current(
             known,
@@ -302,7 +302,7 @@ class Engine:
                 preloaded=preloaded,
                 known=known,
             ),
-            one_by_one,
+            reraise,
         )
 
     def _load_action(self, action_id: str) -> ActionRecord | None:

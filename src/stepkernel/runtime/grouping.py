@@ -37,6 +37,7 @@ import time
 from collections.abc import Callable
 
 from stepkernel.domain.errors import StoreUnavailableError
+from stepkernel.domain.view import Decision
 from stepkernel.ports.store import Delivery
 from stepkernel.runtime.engine import Engine, RanBody
 from stepkernel.runtime.prefetch import BatchRecords
@@ -63,10 +64,14 @@ class RunGroup:
     """Outcomes of step bodies run by one worker thread, not committed yet (see module).
 
     ``add`` and ``flush`` belong to the thread that runs the bodies; ``flush_stale`` may
-    be called from any other thread (it commits without the batch's records, which only
-    their own thread may touch).  Neither raises for a failed commit: failures go to
-    ``on_flush`` and the log.  A ``BaseException`` (a crash) propagates and drops what
-    is held.
+    be called from any other thread.  Commits are serialised (one at a time per group):
+    ``flush`` waits for a ``flush_stale`` under way, and ``flush_stale`` skips while
+    ``flush`` commits.  ``flush_stale`` commits without the batch's records (only their
+    own thread may touch them) and leaves what it committed for that thread to take in
+    at its next ``add`` or ``flush``.  An outcome counts as held (``deliveries``,
+    ``len``) until its commit has ended.  Neither method raises for a failed commit:
+    failures go to ``on_flush`` and the log.  A ``BaseException`` (a crash) propagates
+    and drops what the crashed thread holds (unless ``flush_stale`` took it first).
     """
 
     def __init__(
@@ -87,36 +92,42 @@ class RunGroup:
         self.window = window
         self.clock = clock
         self.on_flush = on_flush
-        self._lock = threading.Lock()
+        self._lock = threading.Lock()  # guards the lists below; never held while committing
+        self._committer = threading.Lock()  # held for the whole of a commit
         self._held: list[RanBody] = []
-        self._actions: set[str] = set()  # of the held outcomes
+        self._committing: list[RanBody] = []
+        self._actions: set[str] = set()  # of the outcomes held or being committed
+        self._unseen: list[Decision] = []  # committed by flush_stale, not yet in known
         self._since = 0.0
         self.commits = 0
         """Groups committed (a group committed one outcome at a time counts once)."""
 
     @property
     def deliveries(self) -> list[Delivery]:
-        """The messages whose outcomes are held."""
+        """The messages whose outcomes are held or being committed."""
         with self._lock:
-            return [item.delivery for item in self._held]
+            return [item.delivery for item in (*self._committing, *self._held)]
 
     @property
     def message_ids(self) -> list[str]:
-        """The ids of the messages whose outcomes are held."""
+        """The ids of the messages whose outcomes are held or being committed."""
         return [d.message.id for d in self.deliveries]
 
     def __len__(self) -> int:
-        return len(self._held)
+        with self._lock:
+            return len(self._committing) + len(self._held)
 
     def add(self, delivery: Delivery) -> bool:
         """Run the step body *delivery* asks for and hold its outcome (True); commit the
         group when it is full or old enough.  False when the message no longer applied
-        (it is acknowledged, nothing held).  A message for an action already in the
-        group first commits the group (one outcome per action and commit).  Errors of
-        the store while loading propagate (nothing is held for *delivery*)."""
+        (it is acknowledged, nothing held).  A message for an action whose outcome is
+        held or being committed first waits for that commit (one outcome per action and
+        commit).  Errors of the store while loading propagate (nothing is held for
+        *delivery*)."""
         action_id = delivery.message.action_id
         if action_id in self._actions:
             self.flush()
+        self._catch_up()
         ran = self.engine.run_step_body(delivery, self.known)
         with self._lock:
             if ran is not None:
@@ -132,46 +143,77 @@ class RunGroup:
         return ran is not None
 
     def flush(self) -> None:
-        """Commit every held outcome, together (see module); nothing held: nothing to do."""
-        with self._lock:
-            held, self._held = self._held, []
-            self._actions = set()
-        self._commit(held, self.known)
+        """Commit every held outcome, together (see module); nothing held: nothing to do.
+        Waits for a commit of ``flush_stale`` under way."""
+        with self._committer:
+            self._catch_up()
+            with self._lock:
+                held, self._held = self._held, []
+                self._committing = held
+            self._commit(held, self.known)
 
     def flush_stale(self) -> None:
         """From another thread: commit what is held if its oldest outcome is ``window``
-        seconds old (the thread that holds it may be inside a slow step body)."""
-        with self._lock:
-            if not self._held or self.clock() - self._since < self.window:
-                return
-            held, self._held = self._held, []
-            self._actions = set()
-        self._commit(held, None)
-
-    def _commit(self, held: list[RanBody], known: BatchRecords | None) -> None:
-        if not held:
+        seconds old (the thread that holds it may be inside a slow step body); skip if
+        a commit is under way."""
+        if not self._committer.acquire(blocking=False):
             return
+        try:
+            with self._lock:
+                if not self._held or self.clock() - self._since < self.window:
+                    return
+                held, self._held = self._held, []
+                self._committing = held
+            decisions = self._commit(held, None)
+            with self._lock:
+                self._unseen.extend(decisions)
+        finally:
+            self._committer.release()
+
+    def _catch_up(self) -> None:
+        """Tell the batch's records what ``flush_stale`` committed meanwhile (in commit
+        order: commits are serialised)."""
+        with self._lock:
+            unseen, self._unseen = self._unseen, []
+        if self.known is not None:
+            for decision in unseen:
+                self.known.committed(decision)
+
+    def _commit(self, held: list[RanBody], known: BatchRecords | None) -> list[Decision]:
+        """Commit *held* (the caller holds the commit lock and put it in _committing);
+        the decisions committed."""
         done: list[Delivery] = []
         failed: Failed = []
+        decisions: list[Decision] = []
         try:
-            self.engine.commit_bodies(held, known)
-            done = [item.delivery for item in held]
-        except StoreUnavailableError as exc:
-            failed = [(item.delivery, exc) for item in held]
-        except Exception as exc:  # a bad outcome must not sink its siblings
-            if len(held) == 1:
-                failed = [(held[0].delivery, exc)]
-            else:
-                log.warning(
-                    "%d step outcomes could not commit together (%s: %s); one at a time",
-                    *(len(held), type(exc).__name__, exc),
-                )
-                for item in held:
-                    try:
-                        self.engine.commit_bodies([item], known)
-                        done.append(item.delivery)
-                    except Exception as alone:
-                        failed.append((item.delivery, alone))
+            if held:
+                try:
+                    decisions.append(self.engine.commit_bodies(held, known) or _NOTHING)
+                    done = [item.delivery for item in held]
+                except StoreUnavailableError as exc:
+                    failed = [(item.delivery, exc) for item in held]
+                except Exception as exc:  # a bad outcome must not sink its siblings
+                    if len(held) == 1:
+                        failed = [(held[0].delivery, exc)]
+                    else:
+                        log.warning(
+                            "%d step outcomes could not commit together (%s: %s); one at a time",
+                            *(len(held), type(exc).__name__, exc),
+                        )
+                        for item in held:
+                            try:
+                                decisions.append(
+                                    self.engine.commit_bodies([item], known) or _NOTHING
+                                )
+                                done.append(item.delivery)
+                            except Exception as alone:
+                                failed.append((item.delivery, alone))
+        finally:
+            with self._lock:
+                self._committing = []
+                self._actions = {item.delivery.message.action_id for item in self._held}
+        if not held:
+            return decisions
         self.commits += 1
         for delivery, error in failed:
             level = logging.WARNING if isinstance(error, StoreUnavailableError) else logging.ERROR
@@ -182,3 +224,9 @@ class RunGroup:
             )
         if self.on_flush is not None:
             self.on_flush(done, failed)
+        return decisions
+
+
+_NOTHING = Decision(outcome="quarantined")
+"""What a commit that quarantined its outcome instead (``commit_bodies`` gave ``None``)
+leaves for the batch's records: nothing."""

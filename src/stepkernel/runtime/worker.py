@@ -365,8 +365,10 @@ class _InHand:
         self.group = group
 
     def ids(self) -> list[str]:
+        # position first: a message held after this read is in the group's ids below.
+        rest = self.held[self.position :]
         group = self.group.message_ids if self.group is not None else []
-        return [*group, *self.held[self.position :]]
+        return [*group, *rest]
 
     def __bool__(self) -> bool:
         return self.position < len(self.held) or bool(self.group is not None and len(self.group))
