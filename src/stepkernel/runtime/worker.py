@@ -315,7 +315,7 @@ class Worker:
     def _flusher(self) -> None:
         """Every half window, commit the outcomes each loop thread has held for a
         window, even while that thread is inside a slow step body."""
-        interval = max(self.group_window / 2, 0.001)
+        interval = max(self.group_window / 2, 0.005)  # a tiny window: no busy loop
         while not self._beats.wait(interval):
             for group in list(self._groups.values()):
                 try:
