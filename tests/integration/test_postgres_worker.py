@@ -5,6 +5,7 @@ nothing stranded, no placeholder left behind."""
 from __future__ import annotations
 
 import threading
+import time
 from collections import Counter
 from collections.abc import Iterator
 from typing import Any
@@ -33,6 +34,7 @@ _lock = threading.Lock()
 def _count(step: Any, box: Box) -> None:
     with _lock:
         RUNS[(step.action_id, step.index)] += 1
+    time.sleep(0.002)  # a body takes a moment: one worker cannot drain the queue alone
 
 
 def _fan(step: Any, box: Box) -> None:
@@ -82,7 +84,12 @@ def test_two_machines_run_every_root_to_the_end(apps: tuple[App, App]) -> None:
         second.invoke_later(Box(2000 + i), "laned")
     for i in range(8):
         second.invoke_later(Box(3000 + i), "achieved")
-    with first.worker(threads=2, poll=0.02) as a, second.worker(threads=2, poll=0.02) as b:
+    # Small batches, so the worker started second finds work left (with group commit a
+    # worker leasing 32 at a time finished everything before the other one leased).
+    with (
+        first.worker(threads=2, poll=0.02, batch=2) as a,
+        second.worker(threads=2, poll=0.02, batch=2) as b,
+    ):
         assert a.wait_idle(timeout=60)
         assert b.wait_idle(timeout=60)
     assert a.processed > 0
